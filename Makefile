@@ -1,0 +1,37 @@
+# One command each: `make test` and `make demo` create .venv and install what they use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: test lint demo bench model clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and exactly pinned: it resolves to the local CPU wheel, never a CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy ingest model monitor alerts finsent bench tests
+
+test: lint
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/finsent demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/model_throughput.py
+
+# Rebuild the shipped model from data/ (about 45 minutes on a 2-core CPU).
+model: $(STAMP)
+	$(BIN)/finsent train --out build/train
+	$(BIN)/finsent export --train-dir build/train --out build/export --ship-dir model/default
+
+clean:
+	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache

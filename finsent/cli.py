@@ -1,0 +1,51 @@
+"""The `finsent` command: one entry point with a subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from finsent import __version__
+from finsent.errors import UsageError
+
+# Each module has register(subparsers) that adds its parser and sets `handler`.
+COMMAND_MODULES = (
+    "finsent.commands.classify",
+    "finsent.commands.evaluate",
+    "finsent.commands.train",
+    "finsent.commands.export",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="finsent",
+        description="Streaming financial sentiment monitor: topic + sentiment for news, "
+        "rolling per-topic negative rates, Prometheus metrics and alerts.",
+    )
+    parser.add_argument("--version", action="version", version=f"finsent {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code (2 for bad input or config)."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except UsageError as error:
+        print(f"finsent {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"finsent {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `finsent` CLI, one module each."""

