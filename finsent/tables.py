@@ -34,7 +34,9 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise UsageError(f"{path}: not valid UTF-8 (byte {error.start}); re-encode the file as UTF-8") from None
+        raise UsageError(
+            f"{path}: not valid UTF-8 (byte {error.start}); re-encode the file as UTF-8"
+        ) from None
     try:
         if kind == "csv":
             table = pd.read_csv(path, keep_default_na=False, dtype=str, encoding="utf-8")

@@ -75,6 +75,4 @@ def is_dev(text: str, dev_percent: int, seed: int) -> bool:
 def split_train_dev(rows: pd.DataFrame, dev_percent: int = 10, seed: int = 13) -> Splits:
     """Hash-split rows by their URL-stripped text so no near-duplicate straddles the split."""
     dev_mask = rows["text"].map(lambda text: is_dev(text, dev_percent, seed)).astype(bool)
-    return Splits(
-        train=rows[~dev_mask].reset_index(drop=True), dev=rows[dev_mask].reset_index(drop=True)
-    )
+    return Splits(train=rows[~dev_mask].reset_index(drop=True), dev=rows[dev_mask].reset_index(drop=True))

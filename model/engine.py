@@ -72,9 +72,7 @@ class OnnxSession:
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(topic_probs, sentiment_probs) for one padded batch."""
-        topic, sentiment = self.session.run(
-            None, {"input_ids": input_ids, "attention_mask": attention_mask}
-        )
+        topic, sentiment = self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
         return np.asarray(topic, dtype=np.float32), np.asarray(sentiment, dtype=np.float32)
 
 
@@ -157,7 +155,8 @@ class Engine:
                     topic_score=float(topic_row[best_topic]),
                     sentiment=SENTIMENT_LABELS[int(sentiment_row.argmax())],
                     sentiment_scores={
-                        name: float(value) for name, value in zip(SENTIMENT_LABELS, sentiment_row, strict=True)
+                        name: float(value)
+                        for name, value in zip(SENTIMENT_LABELS, sentiment_row, strict=True)
                     },
                 )
             )

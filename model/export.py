@@ -19,7 +19,7 @@ from torch import nn
 
 from model.batching import length_sorted_batches, pad_batch
 from model.calibration import softmax
-from model.engine import OnnxSession, cuda_usable
+from model.engine import Device, OnnxSession, cuda_usable
 from model.manifest import VARIANT_FILES, write_manifest
 from model.network import MultiTaskClassifier
 from model.tokenization import TOKENIZER_FILE, encode_texts, load_tokenizer
@@ -37,13 +37,17 @@ PARITY_MAX_PROB_DIFF = {"fp32": 1e-3, "int8": 0.35, "fp16": 0.05}
 class CalibratedHeads(nn.Module):
     """The trained network with temperature-scaled softmax on both heads, as served."""
 
-    def __init__(self, network: MultiTaskClassifier, topic_temperature: float, sentiment_temperature: float) -> None:
+    def __init__(
+        self, network: MultiTaskClassifier, topic_temperature: float, sentiment_temperature: float
+    ) -> None:
         super().__init__()
         self.network = network
         self.topic_temperature = topic_temperature
         self.sentiment_temperature = sentiment_temperature
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Calibrated probabilities of both heads."""
         topic_logits, sentiment_logits = self.network(input_ids, attention_mask)
         return (
@@ -150,7 +154,7 @@ def export(
     report = json.loads((train_dir / REPORT_FILE).read_text())
     temperatures = report["temperatures"]
     network = load_checkpoint(checkpoint_dir, attention="eager")
-    config = network.encoder.config
+    config = network.encoder_config
     heads = CalibratedHeads(network, temperatures["topic"], temperatures["sentiment"]).eval()
     max_tokens = int(report["config"]["max_tokens"])
 
@@ -181,7 +185,7 @@ def export(
     parity: dict[str, Any] = {}
     variants = ["fp32", "int8"] + (["fp16"] if cuda_usable() else [])
     for variant in variants:
-        device = "cuda" if variant == "fp16" else "cpu"
+        device: Device = "cuda" if variant == "fp16" else "cpu"
         result = check_parity(variant, OnnxSession(paths[variant], device=device), token_ids, reference)
         parity[variant] = result.as_json()
         log(f"parity {variant}: {json.dumps(result.as_json())}")
@@ -221,7 +225,9 @@ def evaluate_variant(model_dir: Path, variant: str, dev_rows: Any) -> dict[str, 
     }
 
 
-def ship(export_dir: Path, ship_dir: Path, variants: tuple[str, ...], extra_metrics: dict[str, Any]) -> dict[str, Any]:
+def ship(
+    export_dir: Path, ship_dir: Path, variants: tuple[str, ...], extra_metrics: dict[str, Any]
+) -> dict[str, Any]:
     """Copy the chosen variants and the tokenizer into ship_dir with a fresh manifest."""
     from model.manifest import MANIFEST_FILE
 

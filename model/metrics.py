@@ -35,7 +35,7 @@ def classification_report(
     return {
         "accuracy": accuracy,
         "macro_f1": float(np.mean(f1_scores)) if f1_scores else 0.0,
-        "support": int(len(labels)),
+        "support": len(labels),
         "per_class": per_class,
     }
 
@@ -45,11 +45,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"{'class':<30}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
     for name, row in report["per_class"].items():
         lines.append(
-            f"{name:<30}{row['precision']:>10.3f}{row['recall']:>10.3f}"
-            f"{row['f1']:>10.3f}{row['support']:>9d}"
+            f"{name:<30}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}{row['support']:>9d}"
         )
     lines.append(
-        f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   "
-        f"n={report['support']}"
+        f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   n={report['support']}"
     )
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ class MultiTaskClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, hidden_size: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.encoder = encoder
+        self.encoder_config: Any = getattr(encoder, "config", None)
         self.dropout = nn.Dropout(dropout)
         self.topic_head = nn.Linear(hidden_size, len(TOPIC_LABELS))
         self.sentiment_head = nn.Linear(hidden_size, len(SENTIMENT_LABELS))

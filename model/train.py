@@ -102,7 +102,9 @@ def predict_logits(
     sentiment = np.zeros((len(token_ids), len(SENTIMENT_LABELS)), dtype=np.float32)
     for batch in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
         input_ids, attention_mask = pad_batch([token_ids[i] for i in batch])
-        topic_logits, sentiment_logits = network(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
+        topic_logits, sentiment_logits = network(
+            torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+        )
         topic[batch] = topic_logits.numpy()
         sentiment[batch] = sentiment_logits.numpy()
     return topic, sentiment
@@ -174,13 +176,15 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     ]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate)
     steps_per_epoch = -(-len(plain_ids) // config.batch_size)
-    total_steps = max(1, int(round(steps_per_epoch * config.epochs)))
+    total_steps = max(1, round(steps_per_epoch * config.epochs))
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(total_steps * config.warmup_fraction), total_steps
     )
     rng = np.random.default_rng(config.seed)
     lengths = [len(ids) for ids in plain_ids]
-    log(f"training: {total_steps} steps ({config.epochs} epochs x {steps_per_epoch}), batch {config.batch_size}")
+    log(
+        f"training: {total_steps} steps ({config.epochs} epochs x {steps_per_epoch}), batch {config.batch_size}"
+    )
 
     step, rows_seen, smoothed_loss = 0, 0, None
     history: list[dict[str, Any]] = []
@@ -194,8 +198,12 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
             drop = rng.random(len(batch)) < config.cashtag_drop
             sequences = [no_cashtag_ids[i] if d else plain_ids[i] for i, d in zip(batch, drop, strict=True)]
             input_ids, attention_mask = pad_batch(sequences)
-            topic_logits, sentiment_logits = network(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
-            loss = multitask_loss(topic_logits, sentiment_logits, topic_labels[batch], sentiment_labels[batch])
+            topic_logits, sentiment_logits = network(
+                torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+            )
+            loss = multitask_loss(
+                topic_logits, sentiment_logits, topic_labels[batch], sentiment_labels[batch]
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
@@ -240,7 +248,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
 
     checkpoint_dir = config.out_dir / "checkpoint"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    network.encoder.config.save_pretrained(str(checkpoint_dir))
+    network.encoder_config.save_pretrained(str(checkpoint_dir))
     torch.save(network.state_dict(), checkpoint_dir / CHECKPOINT_WEIGHTS)
     tokenizer.save(str(checkpoint_dir / TOKENIZER_FILE))
     report = {
@@ -272,7 +280,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     return report
 
 
-def _fit_temperatures(topic_logits: np.ndarray, sentiment_logits: np.ndarray, rows: pd.DataFrame) -> tuple[float, float]:
+def _fit_temperatures(
+    topic_logits: np.ndarray, sentiment_logits: np.ndarray, rows: pd.DataFrame
+) -> tuple[float, float]:
     fitted = []
     for task, logits in (("topic", topic_logits), ("sentiment", sentiment_logits)):
         labelled = rows[task].to_numpy() != IGNORE_INDEX

@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     write_table(output, args.output)
     skipped = len(texts) - len(scored_rows)
     note = f"; {skipped} rows with empty text left unscored" if skipped else ""
-    print(f"scored {len(scored_rows)} rows with model {engine.version} ({engine.variant}, "
-          f"{engine.providers[0]}) -> {args.output}{note}", file=sys.stderr)
+    print(
+        f"scored {len(scored_rows)} rows with model {engine.version} ({engine.variant}, "
+        f"{engine.providers[0]}) -> {args.output}{note}",
+        file=sys.stderr,
+    )
     return 0

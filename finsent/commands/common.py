@@ -14,11 +14,28 @@ Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --variant, --device, --batch-size, --max-tokens."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model directory (default: the shipped model)")
-    group.add_argument("--variant", default="auto", choices=["auto", "int8", "fp32", "fp16"], help="ONNX variant (auto: fp16 on GPU, int8 on CPU)")
-    group.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (auto: GPU when usable)")
+    group.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL_DIR, help="model directory (default: the shipped model)"
+    )
+    group.add_argument(
+        "--variant",
+        default="auto",
+        choices=["auto", "int8", "fp32", "fp16"],
+        help="ONNX variant (auto: fp16 on GPU, int8 on CPU)",
+    )
+    group.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where to run (auto: GPU when usable)",
+    )
     group.add_argument("--batch-size", type=int, default=64, help="texts per inference batch (default 64)")
-    group.add_argument("--max-tokens", type=int, default=None, help="token budget per text; longer texts are truncated (default: the model's, 128)")
+    group.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="token budget per text; longer texts are truncated (default: the model's, 128)",
+    )
 
 
 def engine_from_args(args: argparse.Namespace) -> Engine:

@@ -28,8 +28,12 @@ def register(subparsers: Any) -> None:
         "(sentiment: 0 Bearish, 1 Bullish, 2 Neutral; topic: 0-19).",
     )
     parser.add_argument("--data", type=Path, required=True, help="CSV or JSONL with text and label columns")
-    parser.add_argument("--task", required=True, choices=["topic", "sentiment"], help="which head to evaluate")
-    parser.add_argument("--label-column", default="label", help="column holding the gold label (default 'label')")
+    parser.add_argument(
+        "--task", required=True, choices=["topic", "sentiment"], help="which head to evaluate"
+    )
+    parser.add_argument(
+        "--label-column", default="label", help="column holding the gold label (default 'label')"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     add_engine_arguments(parser)
     parser.set_defaults(handler=run)

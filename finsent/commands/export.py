@@ -25,8 +25,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--train-dir", type=Path, required=True, help="output folder of `finsent train`")
     parser.add_argument("--out", type=Path, required=True, help="folder for the exported model")
     parser.add_argument("--version", default=None, help="model version (default: minilm-mt-YYYYMMDD)")
-    parser.add_argument("--parity-rows", type=int, default=1000, help="dev texts for the parity check (default 1000)")
-    parser.add_argument("--ship-dir", type=Path, default=None, help="also write the shipped model (int8 + card) here, e.g. model/default")
+    parser.add_argument(
+        "--parity-rows", type=int, default=1000, help="dev texts for the parity check (default 1000)"
+    )
+    parser.add_argument(
+        "--ship-dir",
+        type=Path,
+        default=None,
+        help="also write the shipped model (int8 + card) here, e.g. model/default",
+    )
     parser.set_defaults(handler=run)
 
 

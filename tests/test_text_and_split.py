@@ -1,0 +1,32 @@
+from model.data import load_training_table, split_train_dev
+from model.text import dedupe_key, normalize_text
+
+
+def test_normalize_strips_urls_entities_and_whitespace() -> None:
+    text = "Apple &amp; Tesla rally\n  https://t.co/abc123   more"
+    assert normalize_text(text) == "Apple & Tesla rally more"
+
+
+def test_url_only_text_is_kept() -> None:
+    assert normalize_text("https://t.co/abc") == "https://t.co/abc"
+
+
+def test_reposts_with_new_links_share_a_dedupe_key() -> None:
+    first = "Stocks slide as yields jump https://t.co/AAA"
+    second = "Stocks  slide as yields jump\u2026 https://t.co/BBB"
+    assert dedupe_key(first) == dedupe_key(second)
+
+
+def test_no_near_duplicate_straddles_train_and_dev() -> None:
+    rows = load_training_table()
+    splits = split_train_dev(rows)
+    train_keys = set(splits.train["text"].map(dedupe_key))
+    dev_keys = set(splits.dev["text"].map(dedupe_key))
+    assert not train_keys & dev_keys
+    assert 0.07 < len(splits.dev) / len(rows) < 0.13
+
+
+def test_noisy_source_is_excluded_by_default() -> None:
+    rows = load_training_table()
+    assert "poojathakoor/twitter-stock-sentiment" not in set(rows["source"])
+    assert {"twitter_topic_train.csv", "twitter_sentiment_train.csv"} <= set(rows["source"])
