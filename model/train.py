@@ -49,6 +49,9 @@ class TrainConfig:
     seed: int = 13
     dev_percent: int = 10
     cashtag_drop: float = 0.3
+    sentiment_weight: float = 1.0
+    teacher_dir: Path | None = None
+    teacher_threshold: float = 0.9
     max_rows: int | None = None
     excluded_sources: tuple[str, ...] = field(default=DEFAULT_EXCLUDED_SOURCES)
 
@@ -159,6 +162,12 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     plain_ids = encode_texts(tokenizer, texts)
     no_cashtag_ids = encode_texts(tokenizer, [drop_cashtags(text) for text in texts])
     dev_ids = encode_texts(tokenizer, dev_rows["text"].tolist())
+    pseudo_counts: dict[str, int] = {}
+    if config.teacher_dir is not None:
+        train_rows, pseudo_counts = fill_with_teacher(
+            train_rows, plain_ids, config.teacher_dir, config.teacher_threshold
+        )
+        log(f"teacher {config.teacher_dir}: added {pseudo_counts}")
     topic_labels = torch.tensor(train_rows["topic"].to_numpy(), dtype=torch.long)
     sentiment_labels = torch.tensor(train_rows["sentiment"].to_numpy(), dtype=torch.long)
 
@@ -202,7 +211,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
                 torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
             )
             loss = multitask_loss(
-                topic_logits, sentiment_logits, topic_labels[batch], sentiment_labels[batch]
+                topic_logits,
+                sentiment_logits,
+                topic_labels[batch],
+                sentiment_labels[batch],
+                config.sentiment_weight,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -260,6 +273,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
             "dev_rows_by_source": dev_rows.groupby("source").size().to_dict(),
             "dev_topic_rows": int((dev_rows["topic"] != IGNORE_INDEX).sum()),
             "dev_sentiment_rows": int((dev_rows["sentiment"] != IGNORE_INDEX).sum()),
+            **pseudo_counts,
         },
         "history": history,
         "temperatures": {"topic": temperatures[0], "sentiment": temperatures[1]},
@@ -278,6 +292,30 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     (config.out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
     log(f"saved checkpoint to {checkpoint_dir} and report to {config.out_dir / REPORT_FILE}")
     return report
+
+
+def fill_with_teacher(
+    rows: pd.DataFrame, token_ids: list[list[int]], teacher_dir: Path, threshold: float
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Self-training: give each row the label it lacks where a trained teacher is confident.
+
+    Topic tweets carry no sentiment label and vice versa; a teacher trained on the same
+    train split (never on dev) labels the missing head when its calibrated probability
+    reaches threshold, so both heads learn from every row.
+    """
+    teacher = load_checkpoint(teacher_dir)
+    report = json.loads((teacher_dir.parent / REPORT_FILE).read_text())
+    topic_logits, sentiment_logits = predict_logits(teacher, token_ids)
+    filled = rows.copy()
+    counts: dict[str, int] = {}
+    for task, logits in (("topic", topic_logits), ("sentiment", sentiment_logits)):
+        probs = softmax(logits, report["temperatures"][task])
+        missing = filled[task].to_numpy() == IGNORE_INDEX
+        confident = probs.max(axis=1) >= threshold
+        chosen = missing & confident
+        filled.loc[chosen, task] = probs.argmax(axis=1)[chosen]
+        counts[f"{task}_pseudo_labels"] = int(chosen.sum())
+    return filled, counts
 
 
 def _fit_temperatures(

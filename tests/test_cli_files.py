@@ -63,7 +63,7 @@ def test_classify_writes_rows_plus_scores(tmp_path: Path) -> None:
         assert column in table.columns
     assert table.loc[0, "sentiment"] == "negative"
     assert table.loc[1, "sentiment"] == ""  # empty text is kept, unscored
-    probabilities = table[["p_negative", "p_neutral", "p_positive"]].to_numpy(dtype=float)[2]
+    probabilities = table[["p_negative", "p_neutral", "p_positive"]].iloc[[2]].astype(float).to_numpy()[0]
     assert abs(probabilities.sum() - 1) < 1e-3
     assert "1 rows with empty text left unscored" in result.stderr
 

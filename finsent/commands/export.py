@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         manifest = ship(args.out, args.ship_dir, SHIPPED_VARIANTS, extra)
         command = (
             f"finsent train --out {args.train_dir} --epochs {config['epochs']} --batch-size {config['batch_size']} "
-            f"--learning-rate {config['learning_rate']} --max-tokens {config['max_tokens']} --seed {config['seed']}\n"
+            f"--learning-rate {config['learning_rate']} --max-tokens {config['max_tokens']} --seed {config['seed']} "
+            f"--sentiment-weight {config.get('sentiment_weight', 1.0)}\n"
             f"finsent export --train-dir {args.train_dir} --out {args.out} --version {version} "
             f"--ship-dir {args.ship_dir}\n# or simply: make model"
         )

@@ -33,6 +33,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--learning-rate", type=float, default=8e-5, help="peak AdamW learning rate (default 8e-5)"
     )
+    parser.add_argument(
+        "--sentiment-weight", type=float, default=1.0, help="weight of the sentiment loss (default 1.0)"
+    )
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="checkpoint folder of an earlier run (OUT/checkpoint): self-training fills each row's missing label where it is confident",
+    )
     parser.add_argument("--max-tokens", type=int, default=128, help="token budget per text (default 128)")
     parser.add_argument(
         "--seed", type=int, default=13, help="seed for split, shuffling and init (default 13)"
@@ -70,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         max_tokens=args.max_tokens,
+        sentiment_weight=args.sentiment_weight,
+        teacher_dir=args.teacher,
         seed=args.seed,
         max_rows=args.max_rows,
     )

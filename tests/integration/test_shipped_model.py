@@ -50,7 +50,9 @@ def test_probabilities_are_distributions_in_input_order(engine: Engine) -> None:
     assert topic.shape == (3, 20) and sentiment.shape == (3, 3)
     assert abs(float(sentiment.sum(axis=1).max()) - 1) < 1e-4
     single = engine.probabilities(texts[1:2])[1][0]
-    assert abs(sentiment[1] - single).max() < 1e-4
+    # int8 quantises activations per batch, so companions shift scores slightly, never the order.
+    assert abs(sentiment[1] - single).max() < 0.05
+    assert sentiment[1].argmax() == single.argmax()
 
 
 def test_long_article_is_truncated_not_rejected(engine: Engine) -> None:

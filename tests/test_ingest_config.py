@@ -1,0 +1,135 @@
+"""Service settings: flags > YAML file > FINSENT_* environment > defaults, and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finsent.cli import main
+from finsent.config import OPTIONS, load_config
+from finsent.errors import UsageError
+from model import DEFAULT_MODEL_DIR
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "finsent.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_when_nothing_is_set() -> None:
+    config = load_config({}, None, environ={})
+    assert config.bootstrap_servers == "127.0.0.1:9092"
+    assert (config.input_topic, config.output_topic, config.dlq_topic) == (
+        "news.raw",
+        "news.scored",
+        "news.dlq",
+    )
+    assert config.max_batch == 64 and config.max_wait_ms == 50
+    assert config.model_dir == DEFAULT_MODEL_DIR
+    assert config.security_protocol == "PLAINTEXT"
+
+
+def test_flag_beats_file_beats_environment_beats_default(tmp_path: Path) -> None:
+    config_file = write(tmp_path, "max_batch: 16\nmax_wait_ms: 20\ngroup_id: from-file\n")
+    environ = {
+        "FINSENT_MAX_BATCH": "8",
+        "FINSENT_MAX_WAIT_MS": "10",
+        "FINSENT_GROUP_ID": "from-env",
+        "FINSENT_DLQ_TOPIC": "env.dlq",
+    }
+    config = load_config({"max_batch": "32", "max_wait_ms": None}, config_file, environ)
+    assert config.max_batch == 32  # flag
+    assert config.max_wait_ms == 20  # file (flag absent)
+    assert config.group_id == "from-file"
+    assert config.dlq_topic == "env.dlq"  # environment only
+    assert config.output_topic == "news.scored"  # default
+
+
+def test_config_file_can_come_from_the_environment(tmp_path: Path) -> None:
+    config_file = write(tmp_path, "input-topic: wire.raw\n")
+    config = load_config({}, None, {"FINSENT_CONFIG": str(config_file)})
+    assert config.input_topic == "wire.raw"
+
+
+def test_model_dir_from_environment() -> None:
+    assert load_config({}, None, {"FINSENT_MODEL_DIR": "/tmp/m"}).model_dir == Path("/tmp/m")
+
+
+def test_every_option_has_a_distinct_flag_and_env_name() -> None:
+    assert len({option.flag for option in OPTIONS}) == len(OPTIONS)
+    assert all(option.env.startswith("FINSENT_") for option in OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "message"),
+    [
+        ({"max_batch": "0"}, {}, "--max-batch: must be at least 1"),
+        ({"max_batch": "many"}, {}, "--max-batch: expected an integer"),
+        ({}, {"FINSENT_MAX_WAIT_MS": "-5"}, "FINSENT_MAX_WAIT_MS: must be at least 0"),
+        ({}, {"FINSENT_METRICS_PORT": "70000"}, "FINSENT_METRICS_PORT: must be at most 65535"),
+        ({"auto_offset_reset": "middle"}, {}, "--auto-offset-reset: must be one of earliest, latest"),
+        ({}, {"FINSENT_SSL_CHECK_HOSTNAME": "maybe"}, "FINSENT_SSL_CHECK_HOSTNAME: expected true or false"),
+        ({"max_batch": "128", "max_buffer": "64"}, {}, "max_buffer (64) must be at least max_batch (128)"),
+        ({"output_topic": "news.raw"}, {}, "three different topics"),
+        ({"security_protocol": "SASL_SSL"}, {}, "sasl_mechanism is required"),
+        (
+            {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN"},
+            {},
+            "sasl_username and sasl_password",
+        ),
+        ({"ssl_cafile": "/no/such/ca.pem"}, {}, "ssl_cafile: no such file"),
+        ({"bootstrap_servers": "  "}, {}, "--bootstrap-servers: must not be empty"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_field(
+    flags: dict[str, str], environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(UsageError, match=None) as caught:
+        load_config(flags, None, environ)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_batch: [1, 2]\n", "max_batch: expected an integer"),
+        ("max_bach: 3\n", "unknown setting 'max_bach'"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("max_batch: : :\n", "not valid YAML"),
+        ("ssl_check_hostname: 3\n", "ssl_check_hostname: expected true or false"),
+    ],
+)
+def test_bad_config_files_are_rejected_naming_file_and_field(tmp_path: Path, text: str, message: str) -> None:
+    config_file = write(tmp_path, text)
+    with pytest.raises(UsageError) as caught:
+        load_config({}, config_file, {})
+    assert message in str(caught.value)
+    assert str(config_file) in str(caught.value)
+
+
+def test_secrets_are_masked_in_the_logged_settings() -> None:
+    config = load_config(
+        {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_username": "u",
+            "sasl_password": "s3cret",
+        },
+        None,
+        {},
+    )
+    assert config.redacted()["sasl_password"] == "***"
+    assert config.kafka_settings().sasl_password == "s3cret"
+
+
+def test_cli_reports_a_bad_setting_as_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--max-batch", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "finsent run: error: --max-batch: must be at least 1, got 0"
+
+
+def test_cli_reports_a_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["run", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert "--config: no such file" in capsys.readouterr().err
