@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument(
         "--pipeline-texts", type=int, default=300, help="texts for the slow per-message baseline"
     )
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

@@ -95,7 +95,7 @@ class Engine:
         *,
         variant: str = "auto",
         device: Device = "auto",
-        batch_size: int = 64,
+        batch_size: int = 32,
         max_tokens: int | None = None,
         threads: int = 0,
         verify: bool = True,

@@ -29,7 +29,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "cpu", "cuda"],
         help="where to run (auto: GPU when usable)",
     )
-    group.add_argument("--batch-size", type=int, default=64, help="texts per inference batch (default 64)")
+    group.add_argument("--batch-size", type=int, default=32, help="texts per inference batch (default 32)")
     group.add_argument(
         "--max-tokens",
         type=int,
