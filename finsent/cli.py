@@ -16,6 +16,10 @@ COMMAND_MODULES = (
     "finsent.commands.evaluate",
     "finsent.commands.train",
     "finsent.commands.export",
+    "finsent.commands.run",
+    "finsent.commands.demo",
+    "finsent.commands.broker",
+    "finsent.commands.produce",
 )
 
 

@@ -1,0 +1,317 @@
+"""Service configuration: flags > YAML file (--config) > FINSENT_* environment > defaults, validated at start."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finsent.errors import UsageError
+from ingest import DEFAULT_MAX_MESSAGE_BYTES, KafkaSettings, LoopSettings
+from model import DEFAULT_MODEL_DIR
+
+ENV_PREFIX = "FINSENT_"
+CONFIG_ENV = "FINSENT_CONFIG"
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its type, default, bounds and help text."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    secret: bool = False
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag, e.g. --max-batch."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        """The environment variable, e.g. FINSENT_MAX_BATCH."""
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("bootstrap_servers", str, "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated host:port"),
+    Option("group_id", str, "finsent", "consumer group id"),
+    Option("client_id", str, "finsent", "Kafka client id"),
+    Option("input_topic", str, "news.raw", "topic to read news from"),
+    Option("output_topic", str, "news.scored", "topic to write scored news to (keyed by topic label)"),
+    Option("dlq_topic", str, "news.dlq", "dead-letter topic for invalid input"),
+    Option("metrics_host", str, "0.0.0.0", "address of the /metrics, /healthz, /readyz server"),
+    Option(
+        "metrics_port", int, 9464, "port of the metrics server (0: any free port)", minimum=0, maximum=65535
+    ),
+    Option("max_batch", int, 64, "flush a micro-batch at this many messages", minimum=1, maximum=4096),
+    Option("max_wait_ms", int, 50, "... or this long after its oldest message", minimum=0, maximum=60_000),
+    Option("max_buffer", int, 256, "pause fetching when this many messages wait", minimum=1, maximum=100_000),
+    Option(
+        "max_message_bytes",
+        int,
+        DEFAULT_MAX_MESSAGE_BYTES,
+        "larger payloads go to the DLQ as oversized",
+        minimum=1,
+        maximum=16 * 1024 * 1024,
+    ),
+    Option("auto_offset_reset", str, "earliest", "where a new group starts", choices=("earliest", "latest")),
+    Option("model_dir", Path, DEFAULT_MODEL_DIR, "model directory (default: the shipped model)"),
+    Option("variant", str, "auto", "ONNX variant", choices=("auto", "int8", "fp32", "fp16")),
+    Option("device", str, "auto", "where to run the model", choices=("auto", "cpu", "cuda")),
+    Option("threads", int, 0, "ONNX Runtime intra-op threads (0: all cores)", minimum=0, maximum=256),
+    Option(
+        "security_protocol",
+        str,
+        "PLAINTEXT",
+        "Kafka security protocol",
+        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    ),
+    Option(
+        "sasl_mechanism",
+        str,
+        None,
+        "SASL mechanism",
+        choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"),
+    ),
+    Option("sasl_username", str, None, "SASL username"),
+    Option("sasl_password", str, None, "SASL password (prefer the environment variable)", secret=True),
+    Option("ssl_cafile", Path, None, "CA bundle for TLS"),
+    Option("ssl_certfile", Path, None, "client certificate for TLS"),
+    Option("ssl_keyfile", Path, None, "client key for TLS"),
+    Option("ssl_check_hostname", bool, True, "verify the broker's TLS hostname"),
+    Option("session_timeout_ms", int, 10_000, "group session timeout", minimum=1000, maximum=3_600_000),
+    Option("heartbeat_interval_ms", int, 3_000, "group heartbeat interval", minimum=100, maximum=3_600_000),
+    Option("max_poll_interval_ms", int, 300_000, "max time between polls", minimum=1000, maximum=86_400_000),
+    Option("request_timeout_ms", int, 30_000, "Kafka request timeout", minimum=1000, maximum=3_600_000),
+    Option("log_level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+)
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Validated settings of `finsent run`."""
+
+    bootstrap_servers: str
+    group_id: str
+    client_id: str
+    input_topic: str
+    output_topic: str
+    dlq_topic: str
+    metrics_host: str
+    metrics_port: int
+    max_batch: int
+    max_wait_ms: int
+    max_buffer: int
+    max_message_bytes: int
+    auto_offset_reset: str
+    model_dir: Path
+    variant: str
+    device: str
+    threads: int
+    security_protocol: str
+    sasl_mechanism: str | None
+    sasl_username: str | None
+    sasl_password: str | None
+    ssl_cafile: Path | None
+    ssl_certfile: Path | None
+    ssl_keyfile: Path | None
+    ssl_check_hostname: bool
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    max_poll_interval_ms: int
+    request_timeout_ms: int
+    log_level: str
+
+    def kafka_settings(self) -> KafkaSettings:
+        """Client settings for ingest."""
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.group_id,
+            client_id=self.client_id,
+            security_protocol=self.security_protocol,
+            sasl_mechanism=self.sasl_mechanism,
+            sasl_username=self.sasl_username,
+            sasl_password=self.sasl_password,
+            ssl_cafile=None if self.ssl_cafile is None else str(self.ssl_cafile),
+            ssl_certfile=None if self.ssl_certfile is None else str(self.ssl_certfile),
+            ssl_keyfile=None if self.ssl_keyfile is None else str(self.ssl_keyfile),
+            ssl_check_hostname=self.ssl_check_hostname,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+            max_poll_interval_ms=self.max_poll_interval_ms,
+            request_timeout_ms=self.request_timeout_ms,
+            auto_offset_reset=self.auto_offset_reset,
+        )
+
+    def loop_settings(self, model_version: str) -> LoopSettings:
+        """Topic, batching and limit settings for ingest."""
+        return LoopSettings(
+            input_topic=self.input_topic,
+            output_topic=self.output_topic,
+            dlq_topic=self.dlq_topic,
+            max_batch=self.max_batch,
+            max_wait_ms=self.max_wait_ms,
+            max_buffer=self.max_buffer,
+            max_message_bytes=self.max_message_bytes,
+            model_version=model_version,
+        )
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting, secrets masked, for logging."""
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        for option in OPTIONS:
+            if option.secret and values[option.name] is not None:
+                values[option.name] = "***"
+        return {name: str(value) if isinstance(value, Path) else value for name, value in values.items()}
+
+
+def _convert(option: Option, value: Any, where: str) -> Any:
+    """Turn a raw value (string from env/flags or a YAML scalar) into the option's type, or fail naming it."""
+    if value is None or (isinstance(value, str) and value == "" and option.default is None):
+        return None
+    if option.kind is bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in TRUE_WORDS | FALSE_WORDS:
+            return word in TRUE_WORDS
+        raise UsageError(f"{where}: expected true or false, got {value!r}")
+    if option.kind is int:
+        if isinstance(value, bool | float):
+            raise UsageError(f"{where}: expected an integer, got {value!r}")
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise UsageError(f"{where}: expected an integer, got {value!r}") from None
+        if option.minimum is not None and number < option.minimum:
+            raise UsageError(f"{where}: must be at least {option.minimum}, got {number}")
+        if option.maximum is not None and number > option.maximum:
+            raise UsageError(f"{where}: must be at most {option.maximum}, got {number}")
+        return number
+    if not isinstance(value, str | Path):
+        raise UsageError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+    text = str(value).strip()
+    if option.kind is Path:
+        return Path(text).expanduser()
+    if option.choices:
+        canonical = {choice.lower(): choice for choice in option.choices}
+        if text.lower() not in canonical:
+            raise UsageError(f"{where}: must be one of {', '.join(option.choices)}, got {text!r}")
+        return canonical[text.lower()]
+    if not text:
+        raise UsageError(f"{where}: must not be empty")
+    return text
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UsageError(f"--config: no such file {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"config file {path}: not valid YAML: {first_line}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UsageError(f"config file {path}: expected a mapping of setting: value at the top level")
+    values: dict[str, Any] = {}
+    for key, value in loaded.items():
+        name = str(key).replace("-", "_")
+        if name not in OPTIONS_BY_NAME:
+            raise UsageError(f"config file {path}: unknown setting {key!r}")
+        values[name] = value
+    return values
+
+
+def _check_combinations(config: ServiceConfig) -> None:
+    if config.max_buffer < config.max_batch:
+        raise UsageError(f"max_buffer ({config.max_buffer}) must be at least max_batch ({config.max_batch})")
+    if config.heartbeat_interval_ms >= config.session_timeout_ms:
+        raise UsageError(
+            f"heartbeat_interval_ms ({config.heartbeat_interval_ms}) must be below "
+            f"session_timeout_ms ({config.session_timeout_ms})"
+        )
+    if len({config.input_topic, config.output_topic, config.dlq_topic}) < 3:
+        raise UsageError("input_topic, output_topic and dlq_topic must be three different topics")
+    if config.security_protocol.startswith("SASL") and config.sasl_mechanism is None:
+        raise UsageError(f"sasl_mechanism is required with security_protocol {config.security_protocol}")
+    if config.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and (
+        config.sasl_username is None or config.sasl_password is None
+    ):
+        raise UsageError(
+            f"sasl_username and sasl_password are required for sasl_mechanism {config.sasl_mechanism}"
+        )
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(config, name)
+        if path is not None and not path.is_file():
+            raise UsageError(f"{name}: no such file {path}")
+
+
+def load_config(
+    flags: Mapping[str, Any], config_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> ServiceConfig:
+    """Merge the sources (flags > file > environment > defaults) and validate; errors name the field."""
+    environ = os.environ if environ is None else environ
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file = Path(environ[CONFIG_ENV])
+    from_file = _read_yaml(config_file) if config_file is not None else {}
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        if option.name in flags and flags[option.name] is not None:
+            values[option.name] = _convert(option, flags[option.name], option.flag)
+        elif option.name in from_file:
+            values[option.name] = _convert(
+                option, from_file[option.name], f"config file {config_file}: {option.name}"
+            )
+        elif option.env in environ:
+            values[option.name] = _convert(option, environ[option.env], option.env)
+        else:
+            values[option.name] = option.default
+    config = ServiceConfig(**values)
+    _check_combinations(config)
+    return config
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config plus one flag per setting; an absent flag leaves the setting to the file, env or default."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"YAML file of settings (also {CONFIG_ENV}); flags override it",
+    )
+    group = parser.add_argument_group(
+        "settings (flag > --config file > FINSENT_<NAME> environment > default)"
+    )
+    for option in OPTIONS:
+        default = "none" if option.default is None else option.default
+        aliases = ["--model"] if option.name == "model_dir" else []  # same spelling as `finsent classify`
+        group.add_argument(
+            option.flag,
+            *aliases,
+            dest=option.name,
+            default=None,
+            metavar=option.name.upper() if not option.choices else "{" + ",".join(option.choices) + "}",
+            help=f"{option.help} (default: {default}; env {option.env})",
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> ServiceConfig:
+    """The validated configuration for parsed arguments of a command that used add_config_arguments."""
+    flags = {option.name: getattr(args, option.name, None) for option in OPTIONS}
+    return load_config(flags, args.config)

@@ -1,0 +1,174 @@
+"""Prometheus metrics of the streaming service and the /metrics, /healthz, /readyz HTTP server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServiceMetrics:
+    """Every finsent_ metric of one service instance, in its own registry; implements ingest's Observer."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed_total = Counter(
+            "finsent_messages_consumed", "Records read from the input topic.", registry=r
+        )
+        self.invalid_total = Counter(
+            "finsent_messages_invalid", "Records sent to the DLQ, by reason.", ["reason"], registry=r
+        )
+        self.scored_total = Counter(
+            "finsent_messages_scored", "Records scored and acknowledged.", ["topic", "sentiment"], registry=r
+        )
+        self.batch_size = Histogram(
+            "finsent_batch_size_messages", "Messages per micro-batch.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "finsent_inference_latency_seconds",
+            "Model time per micro-batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "finsent_end_to_end_latency_seconds",
+            "From the input record's Kafka timestamp to the scored record's acknowledgement.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag_messages = Gauge(
+            "finsent_consumer_lag_messages",
+            "High watermark minus next offset.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.commits_total = Counter("finsent_offset_commits", "Offset commits accepted.", registry=r)
+        self.errors_total = Counter(
+            "finsent_stream_errors", "Recoverable stream failures, by kind.", ["kind"], registry=r
+        )
+        self.ready = Gauge(
+            "finsent_ready", "1 when in the group with a working broker connection.", registry=r
+        )
+        self.paused = Gauge(
+            "finsent_fetch_paused", "1 while fetching is paused for backpressure.", registry=r
+        )
+        self.buffered = Gauge("finsent_buffered_messages", "Valid messages waiting for a batch.", registry=r)
+        self.model_info = Info("finsent_model", "The model that scores the stream.", registry=r)
+
+    def set_model(self, version: str, variant: str, provider: str) -> None:
+        """Publish finsent_model_info."""
+        self.model_info.info({"version": version, "variant": variant, "provider": provider})
+
+    # Observer --------------------------------------------------------------
+
+    def consumed(self, count: int) -> None:
+        """Count records read."""
+        self.consumed_total.inc(count)
+
+    def invalid(self, reason: str) -> None:
+        """Count one DLQ record."""
+        self.invalid_total.labels(reason=reason).inc()
+
+    def scored(self, topic: str, sentiment: str, end_to_end_seconds: float | None) -> None:
+        """Count one scored record and its end-to-end latency."""
+        self.scored_total.labels(topic=topic, sentiment=sentiment).inc()
+        if end_to_end_seconds is not None:
+            self.end_to_end_seconds.observe(end_to_end_seconds)
+
+    def batch(self, size: int, inference_seconds: float) -> None:
+        """Record one micro-batch."""
+        self.batch_size.observe(size)
+        self.inference_seconds.observe(inference_seconds)
+
+    def lag(self, topic: str, partition: int, messages: int) -> None:
+        """Set one partition's lag."""
+        self.lag_messages.labels(topic=topic, partition=str(partition)).set(messages)
+
+    def committed(self, partitions: int) -> None:
+        """Count one accepted commit."""
+        self.commits_total.inc()
+
+    def error(self, kind: str) -> None:
+        """Count a recoverable failure."""
+        self.errors_total.labels(kind=kind).inc()
+
+    def state(self, ready: bool, paused: bool, buffered: int) -> None:
+        """Readiness, backpressure and buffer gauges."""
+        self.ready.set(1 if ready else 0)
+        self.paused.set(1 if paused else 0)
+        self.buffered.set(buffered)
+
+
+class MetricsServer:
+    """Serves /metrics from a registry plus /healthz (alive) and /readyz (ready) from callables."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        healthy: Callable[[], bool],
+        ready: Callable[[], bool],
+    ) -> None:
+        handler = _handler_class(registry, healthy, ready)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when 0 was asked for)."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Serve in a daemon thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler_class(
+    registry: CollectorRegistry, healthy: Callable[[], bool], ready: Callable[[], bool]
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok = healthy()
+                self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain")
+            elif path == "/readyz":
+                ok = ready()
+                self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
+            else:
+                self._reply(404, b"not found: try /metrics, /healthz, /readyz\n", "text/plain")
+
+        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Silence per-request logging."""
+
+    return Handler

@@ -1,0 +1,97 @@
+"""Replay a CSV/JSONL of headlines as live news: fresh ids, timestamps now, optional rate limit."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from finsent.tables import read_table, text_column
+
+CASHTAG = re.compile(r"\$([A-Za-z][A-Za-z.]{0,9})\b")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One row of a replay file."""
+
+    text: str
+    tickers: tuple[str, ...]
+
+
+def load_headlines(path: Path) -> list[Headline]:
+    """Rows with non-empty text; tickers from a `cashtags`/`tickers` column or the text's $TAGS."""
+    table = read_table(path)
+    column = text_column(table, path)
+    tag_column = next((name for name in ("cashtags", "tickers") if name in table.columns), None)
+    rows: list[Headline] = []
+    for record in table.to_dict(orient="records"):
+        text = str(record[column] or "").strip()
+        if not text:
+            continue
+        tags = str(record[tag_column] or "") if tag_column else text
+        tickers = tuple(dict.fromkeys(match.upper() for match in CASHTAG.findall(tags)))
+        rows.append(Headline(text, tickers[:20]))
+    return rows
+
+
+def live_message(headline: Headline, source: str) -> dict[str, Any]:
+    """The news.raw message for a headline, as if it had just been published."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {
+        "id": uuid.uuid4().hex,
+        "headline": headline.text,
+        "body": None,
+        "published_at": now,
+        "source": source,
+        "tickers": list(headline.tickers) or None,
+    }
+
+
+def paced(
+    headlines: list[Headline], rate: float | None, loop: bool, stop: threading.Event | None = None
+) -> Iterator[Headline]:
+    """Yield headlines at `rate` per second (None: as fast as possible), forever when `loop`."""
+    started = time.monotonic()
+    sent = 0
+    while not (stop and stop.is_set()):
+        for headline in headlines:
+            if stop is not None and stop.is_set():
+                return
+            if rate:
+                delay = started + sent / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            yield headline
+            sent += 1
+        if not loop:
+            return
+
+
+def replay(
+    send: Callable[[dict[str, Any]], None],
+    headlines: list[Headline],
+    *,
+    source: str,
+    rate: float | None = None,
+    loop: bool = False,
+    stop: threading.Event | None = None,
+    progress: Callable[[int], None] | None = None,
+    limit: int | None = None,
+) -> int:
+    """Send live messages built from headlines; returns how many were sent."""
+    count = 0
+    for headline in paced(headlines, rate, loop, stop):
+        if limit is not None and count >= limit:
+            break
+        send(live_message(headline, source))
+        count += 1
+        if progress is not None:
+            progress(1)
+    return count

@@ -1,0 +1,129 @@
+"""The input contract for `news.raw`: decode and validate one Kafka payload."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+TEXT_FIELDS = ("headline", "text")
+OPTIONAL_STRING_FIELDS = ("body", "source")
+
+
+class InvalidReason(StrEnum):
+    """Why a payload went to the dead-letter queue (a bounded set: it is a metric label)."""
+
+    EMPTY = "empty_payload"
+    OVERSIZED = "oversized"
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    MISSING_ID = "missing_id"
+    MISSING_TEXT = "missing_text"
+    WRONG_TYPE = "wrong_type"
+    BAD_TIMESTAMP = "bad_timestamp"
+    CLASSIFY_FAILED = "classify_failed"
+
+
+@dataclass(frozen=True)
+class NewsItem:
+    """A payload that passed validation: the original object plus the text to classify."""
+
+    id: str
+    text: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A payload that failed validation, with a reason code and a human-readable detail."""
+
+    reason: InvalidReason
+    detail: str
+
+
+def parse_rfc3339(value: str) -> datetime | None:
+    """The datetime an RFC 3339 timestamp names (timezone required), or None if it is not one."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None or "T" not in value.upper():
+        return None
+    return parsed
+
+
+def _check_optional_fields(payload: dict[str, Any]) -> Invalid | None:
+    for name in OPTIONAL_STRING_FIELDS:
+        value = payload.get(name)
+        if value is not None and not isinstance(value, str):
+            return Invalid(
+                InvalidReason.WRONG_TYPE, f"{name} must be a string or null, got {type(value).__name__}"
+            )
+    tickers = payload.get("tickers")
+    if tickers is not None and (
+        not isinstance(tickers, list) or not all(isinstance(ticker, str) for ticker in tickers)
+    ):
+        return Invalid(InvalidReason.WRONG_TYPE, "tickers must be a list of strings or null")
+    published_at = payload.get("published_at")
+    if published_at is not None:
+        if not isinstance(published_at, str):
+            return Invalid(
+                InvalidReason.WRONG_TYPE,
+                f"published_at must be a string or null, got {type(published_at).__name__}",
+            )
+        if parse_rfc3339(published_at) is None:
+            return Invalid(
+                InvalidReason.BAD_TIMESTAMP, f"published_at is not RFC 3339: {published_at[:64]!r}"
+            )
+    return None
+
+
+def _text_of(payload: dict[str, Any]) -> str | Invalid:
+    for name in TEXT_FIELDS:
+        value = payload.get(name)
+        if value is not None and not isinstance(value, str):
+            return Invalid(InvalidReason.WRONG_TYPE, f"{name} must be a string, got {type(value).__name__}")
+    for name in TEXT_FIELDS:
+        value = payload.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    return Invalid(InvalidReason.MISSING_TEXT, "a non-empty 'headline' (or 'text') is required")
+
+
+def validate(payload: Any) -> NewsItem | Invalid:
+    """Check a decoded JSON value against the input contract."""
+    if not isinstance(payload, dict):
+        return Invalid(InvalidReason.NOT_OBJECT, f"expected a JSON object, got {type(payload).__name__}")
+    message_id = payload.get("id")
+    if message_id is None or message_id == "":
+        return Invalid(InvalidReason.MISSING_ID, "a non-empty string 'id' is required")
+    if not isinstance(message_id, str):
+        return Invalid(InvalidReason.WRONG_TYPE, f"id must be a string, got {type(message_id).__name__}")
+    text = _text_of(payload)
+    if isinstance(text, Invalid):
+        return text
+    problem = _check_optional_fields(payload)
+    if problem is not None:
+        return problem
+    return NewsItem(id=message_id, text=text, fields=payload)
+
+
+def decode(raw: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> NewsItem | Invalid:
+    """Decode one Kafka value (UTF-8 JSON) and validate it; never raises on bad input."""
+    if not raw:
+        return Invalid(InvalidReason.EMPTY, "the message value is empty")
+    if len(raw) > max_bytes:
+        return Invalid(InvalidReason.OVERSIZED, f"{len(raw)} bytes is over the {max_bytes}-byte limit")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return Invalid(InvalidReason.NOT_UTF8, f"invalid UTF-8 at byte {error.start}")
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        return Invalid(InvalidReason.NOT_JSON, str(error)[:200])
+    return validate(payload)

@@ -1,0 +1,509 @@
+"""The consume -> validate -> micro-batch -> classify -> produce -> commit loop (at-least-once)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import (
+    AsyncConsumerRebalanceListener,
+    KafkaConsumer,
+    KafkaProducer,
+    OffsetAndMetadata,
+    TopicPartition,
+)
+from kafka.errors import KafkaError
+
+from ingest.batcher import MicroBatcher
+from ingest.contract import DEFAULT_MAX_MESSAGE_BYTES, Invalid, InvalidReason, NewsItem, decode
+from ingest.dlq import Source, dlq_record, encode_json, utc_now_rfc3339
+from ingest.kafka_config import KafkaSettings, consumer_config, producer_config
+from ingest.observer import NullObserver, Observer
+from ingest.offsets import OffsetTracker, Partition
+from ingest.scored import Classifier, check_result, scored_record
+
+log = logging.getLogger("ingest.loop")
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Topics, batching and limits of one stream loop."""
+
+    input_topic: str = "news.raw"
+    output_topic: str = "news.scored"
+    dlq_topic: str = "news.dlq"
+    max_batch: int = 64
+    max_wait_ms: int = 50
+    max_buffer: int = 256
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    model_version: str = "unknown"
+    flush_timeout_s: float = 60.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 15.0
+
+
+class DeliveryFailed(Exception):
+    """The broker did not acknowledge every produced record; the uncommitted range is replayed."""
+
+
+@dataclass
+class Pending:
+    """A valid record waiting to be classified."""
+
+    partition: Partition
+    offset: int
+    timestamp_ms: int | None
+    item: NewsItem
+
+
+@dataclass
+class _Sent:
+    """A produced record whose acknowledgement is outstanding."""
+
+    future: Any
+    kind: str
+    label: str = ""
+    sentiment: str = ""
+    source_timestamp_ms: int | None = None
+
+
+@dataclass
+class _InFlight:
+    batch: list[Pending]
+    future: concurrent.futures.Future[tuple[list[Mapping[str, Any] | Invalid], float]]
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter, reset after a success."""
+
+    initial: float
+    maximum: float
+    current: float = field(default=0.0)
+
+    def next_delay(self) -> float:
+        """The next delay to wait, doubling up to the maximum."""
+        self.current = self.initial if self.current == 0.0 else min(self.maximum, self.current * 2)
+        return self.current * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        """Start again from the initial delay."""
+        self.current = 0.0
+
+
+def classify_safely(classify: Classifier, texts: list[str]) -> list[Mapping[str, Any] | Invalid]:
+    """Classify a batch; if the batch fails, retry one by one so one poison text cannot stop the stream."""
+    try:
+        results = list(classify(texts))
+        if len(results) != len(texts):
+            raise ValueError(f"classifier returned {len(results)} results for {len(texts)} texts")
+        for result in results:
+            check_result(result)
+        return list(results)
+    except Exception:
+        log.exception("batch of %d failed to classify; retrying one by one", len(texts))
+    answers: list[Mapping[str, Any] | Invalid] = []
+    for text in texts:
+        try:
+            (result,) = classify([text])
+            check_result(result)
+            answers.append(result)
+        except Exception as error:
+            answers.append(Invalid(InvalidReason.CLASSIFY_FAILED, f"{type(error).__name__}: {error}"[:300]))
+    return answers
+
+
+class StreamLoop:
+    """One consumer-group member: reads the input topic, writes scored and DLQ topics, commits after acks."""
+
+    def __init__(
+        self,
+        settings: LoopSettings,
+        kafka: KafkaSettings,
+        classify: Classifier,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.classify = classify
+        self.observer: Observer = observer or NullObserver()
+        self._stop = threading.Event()
+        self._batcher: MicroBatcher[Pending] = MicroBatcher(settings.max_batch, settings.max_wait_ms, clock)
+        self._tracker = OffsetTracker()
+        self._sent: list[_Sent] = []
+        self._inflight: _InFlight | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._assignment: set[Partition] = set()
+        self._paused = False
+        self._ready = False
+        self._joined = False
+        self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
+        self._last_lag_report = 0.0
+        self._last_idle_checkpoint = 0.0
+        self.stats = {"consumed": 0, "scored": 0, "invalid": 0, "commits": 0, "rewinds": 0}
+
+    # ----------------------------------------------------------------- control
+
+    def request_stop(self) -> None:
+        """Ask the loop to finish the in-flight batch, commit and return (safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def ready(self) -> bool:
+        """In the group with a working broker connection."""
+        return self._ready
+
+    def run(self) -> None:
+        """Connect (retrying with backoff), serve until stopped, then shut down cleanly."""
+        try:
+            while not self._stop.is_set():
+                if self._consumer is None and not self._connect():
+                    continue
+                try:
+                    self._serve()
+                except (KafkaError, DeliveryFailed, OSError) as error:
+                    self._recover(error)
+            self._finish()
+        finally:
+            self._close()
+
+    # ------------------------------------------------------------- connection
+
+    def _connect(self) -> bool:
+        try:
+            self._producer = KafkaProducer(**producer_config(self.kafka))
+            consumer = KafkaConsumer(**consumer_config(self.kafka, self.settings.max_batch))
+            consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
+            self._consumer = consumer
+        except (KafkaError, OSError) as error:
+            self._close()
+            self.observer.error("connect")
+            delay = self._backoff.next_delay()
+            log.warning(
+                "cannot connect to %s (%s); retrying in %.1fs", self.kafka.bootstrap_servers, error, delay
+            )
+            self._stop.wait(delay)
+            return False
+        log.info("connected to %s; subscribed to %s", self.kafka.bootstrap_servers, self.settings.input_topic)
+        return True
+
+    def _recover(self, error: BaseException) -> None:
+        """After a failed produce/flush: drop unacknowledged work, rewind to the last commit, back off."""
+        self.observer.error("produce" if isinstance(error, DeliveryFailed) else "broker")
+        self._set_ready(False)
+        delay = self._backoff.next_delay()
+        log.warning("stream error: %s; rewinding to last commit, retrying in %.1fs", error, delay)
+        self._drop_inflight()
+        self._batcher.discard(lambda _: True)
+        self._sent.clear()
+        self.stats["rewinds"] += 1
+        for partition in list(self._assignment):
+            position = self._tracker.rewind(partition)
+            if position is not None:
+                try:
+                    self._consumer.seek(TopicPartition(*partition), position)
+                except (KafkaError, AssertionError, ValueError) as seek_error:
+                    log.warning("seek %s to %d failed: %s", partition, position, seek_error)
+        self._stop.wait(delay)
+
+    def _close(self) -> None:
+        self._executor.shutdown(wait=True)
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception as error:  # closing is best effort
+                log.warning("consumer close: %s", error)
+            self._consumer = None
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=10)
+            except Exception as error:
+                log.warning("producer close: %s", error)
+            self._producer = None
+        self._set_ready(False)
+
+    # ------------------------------------------------------------------ serve
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            self._step()
+
+    def _step(self) -> None:
+        inflight = self._inflight
+        if inflight is not None and inflight.future.done():
+            self._complete_inflight()
+        if self._inflight is None and self._batcher.ready():
+            self._start_batch()
+        self._apply_backpressure()
+        if self._inflight is not None and self._paused:
+            concurrent.futures.wait([self._inflight.future], timeout=0.05)
+            timeout_ms = 0
+        elif self._inflight is not None:
+            timeout_ms = 5
+        else:
+            wait = self._batcher.seconds_until_ready()
+            timeout_ms = 100 if wait is None else int(min(wait, 0.1) * 1000)
+        records = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.max_batch)
+        for batch in records.values():
+            for record in batch:
+                self._accept(record)
+        if records:
+            self.observer.consumed(sum(len(batch) for batch in records.values()))
+        now = time.monotonic()
+        if self._inflight is None and not self._batcher and now - self._last_idle_checkpoint > 0.2:
+            self._last_idle_checkpoint = now
+            self._checkpoint()
+        if now - self._last_lag_report > 1.0:
+            self._last_lag_report = now
+            self._report_lag()
+
+    def _accept(self, record: Any) -> None:
+        partition = Partition(record.topic, record.partition)
+        self._tracker.polled(partition, record.offset)
+        self.stats["consumed"] += 1
+        timestamp = record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None
+        result = decode(record.value, self.settings.max_message_bytes)
+        if isinstance(result, Invalid):
+            source = Source(record.topic, record.partition, record.offset, timestamp, record.key)
+            self._send_dlq(result, record.value, source)
+        else:
+            self._batcher.add(Pending(partition, record.offset, timestamp, result))
+
+    def _start_batch(self) -> None:
+        batch = self._batcher.take()
+        texts = [pending.item.text for pending in batch]
+
+        def work() -> tuple[list[Mapping[str, Any] | Invalid], float]:
+            started = time.perf_counter()
+            results = classify_safely(self.classify, texts)
+            return results, time.perf_counter() - started
+
+        self._inflight = _InFlight(batch, self._executor.submit(work))
+
+    def _complete_inflight(self, start_next: bool = True, checkpoint: bool = True) -> None:
+        """Produce the in-flight batch's results, start the next batch, then flush and (maybe) commit."""
+        inflight = self._inflight
+        if inflight is None:
+            return
+        results, seconds = inflight.future.result()
+        self._inflight = None
+        self.observer.batch(len(inflight.batch), seconds)
+        scored_at = utc_now_rfc3339()
+        for pending, result in zip(inflight.batch, results, strict=True):
+            if isinstance(result, Invalid):
+                source = Source(pending.partition.topic, pending.partition.partition, pending.offset)
+                self._send_dlq(result, encode_json(pending.item.fields), source)
+            else:
+                self._send_scored(pending, result, scored_at)
+        if start_next and not self._stop.is_set() and self._batcher.ready():
+            self._start_batch()
+        if checkpoint:
+            self._checkpoint()
+
+    def _drop_inflight(self) -> None:
+        if self._inflight is not None:
+            concurrent.futures.wait([self._inflight.future])
+            self._inflight = None
+
+    # ---------------------------------------------------------------- produce
+
+    def _send_scored(self, pending: Pending, result: Mapping[str, Any], scored_at: str) -> None:
+        record = scored_record(
+            pending.item,
+            result,
+            model_version=self.settings.model_version,
+            kafka_timestamp_ms=pending.timestamp_ms,
+            scored_at=scored_at,
+        )
+        label = record["topic"]
+        future = self._producer.send(
+            self.settings.output_topic, key=label.encode("utf-8"), value=encode_json(record)
+        )
+        self._sent.append(_Sent(future, "scored", label, record["sentiment"], pending.timestamp_ms))
+
+    def _send_dlq(self, invalid: Invalid, original: bytes | None, source: Source) -> None:
+        value = encode_json(dlq_record(invalid, original, source))
+        future = self._producer.send(
+            self.settings.dlq_topic,
+            key=source.key,
+            value=value,
+            headers=[("finsent-reason", invalid.reason.value.encode("ascii"))],
+        )
+        self._sent.append(_Sent(future, "dlq", invalid.reason.value))
+
+    def _flush(self) -> None:
+        """Block until every produced record is acknowledged; raise DeliveryFailed otherwise."""
+        if not self._sent:
+            return
+        try:
+            self._producer.flush(timeout=self.settings.flush_timeout_s)
+        except KafkaError as error:
+            raise DeliveryFailed(f"flush: {error}") from error
+        sent, self._sent = self._sent, []
+        now_ms = time.time() * 1000.0
+        failures = 0
+        for entry in sent:
+            if not entry.future.is_done or entry.future.failed():
+                failures += 1
+                continue
+            if entry.kind == "scored":
+                self.stats["scored"] += 1
+                latency = None
+                if entry.source_timestamp_ms is not None:
+                    latency = max(0.0, (now_ms - entry.source_timestamp_ms) / 1000.0)
+                self.observer.scored(entry.label, entry.sentiment, latency)
+            else:
+                self.stats["invalid"] += 1
+                self.observer.invalid(entry.label)
+        if failures:
+            raise DeliveryFailed(f"{failures} of {len(sent)} records were not acknowledged")
+
+    # ----------------------------------------------------------------- commit
+
+    def _pending_offsets(self) -> Iterable[tuple[Partition, int]]:
+        if self._inflight is not None:
+            yield from ((pending.partition, pending.offset) for pending in self._inflight.batch)
+        yield from ((pending.partition, pending.offset) for pending in self._batcher.items())
+
+    def _checkpoint(self) -> None:
+        """Flush the producer, then commit everything before the first record not yet done."""
+        positions = self._tracker.safe_positions(self._pending_offsets())
+        self._flush()
+        self._backoff.reset()
+        todo = self._tracker.uncommitted({tp: pos for tp, pos in positions.items() if tp in self._assignment})
+        if not todo:
+            self._set_ready(True)
+            return
+        offsets = {TopicPartition(*tp): OffsetAndMetadata(pos, "", -1) for tp, pos in todo.items()}
+        try:
+            self._consumer.commit(offsets)
+        except KafkaError as error:
+            # The records are produced; a lost commit only means a replay (duplicates) later.
+            self.observer.error("commit")
+            log.warning("commit failed (%s); the next commit or a replay covers it", error)
+            return
+        self._tracker.committed(todo)
+        self.stats["commits"] += 1
+        self.observer.committed(len(todo))
+        self._set_ready(True)
+
+    # ------------------------------------------------------------ backpressure
+
+    def _apply_backpressure(self) -> None:
+        full = len(self._batcher) >= self.settings.max_buffer
+        partitions = [TopicPartition(*tp) for tp in self._assignment]
+        if full and not self._paused and partitions:
+            self._consumer.pause(*partitions)
+            self._paused = True
+        elif not full and self._paused:
+            self._consumer.resume(*partitions)
+            self._paused = False
+        self.observer.state(self._ready, self._paused, len(self._batcher))
+
+    def _report_lag(self) -> None:
+        for partition in self._assignment:
+            high = self._consumer.highwater(TopicPartition(*partition))
+            position = self._tracker.next_offset(partition)
+            if high is not None and position is not None:
+                self.observer.lag(partition.topic, partition.partition, max(0, high - position))
+
+    def _set_ready(self, ready: bool) -> None:
+        # Ready means: joined the group (an assignment arrived) and the last broker round trip worked.
+        self._ready = ready and self._joined
+        self.observer.state(self._ready, self._paused, len(self._batcher))
+
+    # --------------------------------------------------------------- rebalance
+
+    def revoke(self, partitions: set[Partition], lost: bool) -> dict[Any, Any]:
+        """Finish in-flight work and drop buffered records of partitions being taken away.
+
+        Returns the offsets to commit for them (none when membership was lost).
+        """
+        log.info("partitions %s: %s", "lost" if lost else "revoked", sorted(partitions))
+        offsets: dict[Any, Any] = {}
+        try:
+            if lost:
+                self._drop_inflight()
+                self._sent.clear()
+            else:
+                # Runs on the consumer's IO thread: no blocking consumer calls here, only the producer.
+                self._complete_inflight(start_next=False, checkpoint=False)
+                positions = self._tracker.safe_positions(self._pending_offsets())
+                self._flush()
+                todo = self._tracker.uncommitted(
+                    {tp: pos for tp, pos in positions.items() if tp in partitions}
+                )
+                offsets = {TopicPartition(*tp): OffsetAndMetadata(pos, "", -1) for tp, pos in todo.items()}
+        except (KafkaError, DeliveryFailed) as error:
+            log.warning(
+                "could not finish the in-flight batch before revocation (it will be replayed): %s", error
+            )
+            self._sent.clear()
+        self._batcher.discard(lambda pending: pending.partition in partitions)
+        self._tracker.forget(partitions)
+        self._assignment -= partitions
+        self._paused = False
+        self._joined = False  # until the next assignment arrives
+        self._set_ready(False)
+        return offsets
+
+    def assign(self, partitions: set[Partition]) -> None:
+        """Start owning partitions (positions come from the group's committed offsets)."""
+        log.info("partitions assigned: %s", sorted(partitions))
+        self._tracker.forget(partitions)
+        self._assignment |= partitions
+        self._paused = False
+        self._joined = True
+        self._set_ready(True)
+
+    # --------------------------------------------------------------- shutdown
+
+    def _finish(self) -> None:
+        """Stopping: finish the in-flight batch, commit, leave the buffer for the next owner."""
+        if self._consumer is None:
+            return
+        try:
+            self._complete_inflight(start_next=False)
+            self._checkpoint()
+        except (KafkaError, DeliveryFailed) as error:
+            log.warning("shutdown: could not finish the in-flight batch (%s); it will be replayed", error)
+        # Buffered records stay "pending", so any later commit (on revocation at close) stops before them.
+        log.info(
+            "stopped: consumed %(consumed)d, scored %(scored)d, invalid %(invalid)d, commits %(commits)d",
+            self.stats,
+        )
+
+
+class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """Commits finished work when partitions are revoked; kafka-python awaits these on its IO thread."""
+
+    def __init__(self, loop: StreamLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        """Finish the in-flight batch and commit before the partitions move."""
+        partitions = {Partition(tp.topic, tp.partition) for tp in revoked}
+        offsets = self.loop.revoke(partitions, lost=False)
+        if offsets and self.loop._consumer is not None:
+            try:
+                await self.loop._consumer.commit_async(offsets)
+                self.loop.observer.committed(len(offsets))
+            except Exception as error:
+                log.warning("commit on revocation failed: %s", error)
+
+    async def on_partitions_lost(self, lost: set[Any]) -> None:
+        """Evicted from the group: the new owner replays; drop local state."""
+        self.loop.revoke({Partition(tp.topic, tp.partition) for tp in lost}, lost=True)
+
+    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        """Record the new assignment."""
+        self.loop.assign({Partition(tp.topic, tp.partition) for tp in assigned})

@@ -1,0 +1,50 @@
+"""The scored contract for `news.scored`: the input fields plus the model's answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ingest.contract import NewsItem
+
+# Injected by the composition root: texts in, one result per text out, each with
+# topic (str), topic_score (float), sentiment (str), sentiment_scores ({label: float}).
+Classifier = Callable[[Sequence[str]], Sequence[Mapping[str, Any]]]
+RESULT_FIELDS = ("topic", "topic_score", "sentiment", "sentiment_scores")
+
+
+def rfc3339_from_ms(timestamp_ms: int) -> str:
+    """An epoch-milliseconds timestamp as RFC 3339 UTC."""
+    moment = datetime.fromtimestamp(timestamp_ms / 1000.0, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def check_result(result: Mapping[str, Any]) -> None:
+    """Raise ValueError when a classifier result lacks a field of the scored contract."""
+    missing = [name for name in RESULT_FIELDS if name not in result]
+    if missing:
+        raise ValueError(f"classifier result lacks {', '.join(missing)}")
+
+
+def scored_record(
+    item: NewsItem,
+    result: Mapping[str, Any],
+    *,
+    model_version: str,
+    kafka_timestamp_ms: int | None,
+    scored_at: str,
+) -> dict[str, Any]:
+    """The scored message: input fields (published_at filled from Kafka time) plus the model output."""
+    record = dict(item.fields)
+    if record.get("published_at") is None and kafka_timestamp_ms is not None and kafka_timestamp_ms >= 0:
+        record["published_at"] = rfc3339_from_ms(kafka_timestamp_ms)
+    record["topic"] = str(result["topic"])
+    record["topic_score"] = round(float(result["topic_score"]), 6)
+    record["sentiment"] = str(result["sentiment"])
+    record["sentiment_scores"] = {
+        str(name): round(float(value), 6) for name, value in dict(result["sentiment_scores"]).items()
+    }
+    record["model_version"] = model_version
+    record["scored_at"] = scored_at
+    return record
