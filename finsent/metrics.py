@@ -33,7 +33,7 @@ class ServiceMetrics:
             "finsent_messages_invalid", "Records sent to the DLQ, by reason.", ["reason"], registry=r
         )
         self.scored_total = Counter(
-            "finsent_messages_scored", "Records scored and acknowledged.", ["topic", "sentiment"], registry=r
+            "finsent_messages_scored", "Records scored and acknowledged.", ["news_topic", "sentiment"], registry=r
         )
         self.batch_size = Histogram(
             "finsent_batch_size_messages", "Messages per micro-batch.", buckets=BATCH_BUCKETS, registry=r
@@ -85,7 +85,7 @@ class ServiceMetrics:
 
     def scored(self, topic: str, sentiment: str, end_to_end_seconds: float | None) -> None:
         """Count one scored record and its end-to-end latency."""
-        self.scored_total.labels(topic=topic, sentiment=sentiment).inc()
+        self.scored_total.labels(news_topic=topic, sentiment=sentiment).inc()
         if end_to_end_seconds is not None:
             self.end_to_end_seconds.observe(end_to_end_seconds)
 
