@@ -1,0 +1,67 @@
+"""What every sink shares: the failure type that says retry or give up, HTTP POST, and backoff arithmetic."""
+
+from __future__ import annotations
+
+import random
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Protocol
+
+from alerts.engine import AlertEvent
+from alerts.subscriptions import Subscription
+
+# 408 Request Timeout and 429 Too Many Requests are the receiver asking us to come back later.
+RETRYABLE_4XX = (408, 429)
+
+
+class DeliveryError(Exception):
+    """A delivery attempt failed; ``permanent`` failures are not retried."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Sender(Protocol):
+    """Delivers one notification to one subscription, raising :class:`DeliveryError` on failure."""
+
+    def send(self, subscription: Subscription, event: AlertEvent, now: float) -> None:
+        """Deliver ``event``; ``now`` is the dispatcher's wall clock."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def post_json(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
+    """POST ``body``; the 2xx status, or :class:`DeliveryError` (permanent for 4xx other than 408/429)."""
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json", **headers}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(300).decode("utf-8", "replace").strip()
+        permanent = 400 <= exc.code < 500 and exc.code not in RETRYABLE_4XX
+        raise DeliveryError(f"HTTP {exc.code} from {url}: {detail}", permanent=permanent) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DeliveryError(f"POST {url} failed: {reason}") from exc
+    if not 200 <= status < 300:
+        raise DeliveryError(f"HTTP {status} from {url}")
+    return status
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Delay before retry number ``attempt`` (1-based): ``initial * 2**(attempt-1)``, capped at ``maximum``."""
+    if attempt < 1:
+        return 0.0
+    # Cap the exponent first: 2.0**2000 overflows a float.
+    exponent = min(attempt - 1, 64)
+    return float(min(maximum, initial * 2.0**exponent))
+
+
+def jittered(delay: float, rng: random.Random | None = None) -> float:
+    """``delay`` scaled by a random factor in [0.5, 1]: spreads retries of many rows after an outage."""
+    return delay * (0.5 + 0.5 * (rng or random).random())

@@ -1,0 +1,200 @@
+"""A persistent outbox in SQLite: notifications and the engine state, written in one transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alerts.engine import AlertEvent
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subscription TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    notification_key TEXT NOT NULL,
+    event TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+    last_error TEXT,
+    finished_at REAL,
+    UNIQUE (subscription, notification_key)
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, subscription, fingerprint, id);
+CREATE TABLE IF NOT EXISTS engine_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL,
+    saved_at REAL NOT NULL
+);
+"""
+
+# The oldest pending row of each (subscription, fingerprint) only: a resolved notification never
+# overtakes the firing one still being retried for the same alert.
+_DUE = """
+SELECT id, subscription, notification_key, event, created_at, attempts FROM outbox AS o
+WHERE status = 'pending' AND next_attempt <= ?
+  AND id = (SELECT MIN(id) FROM outbox AS p
+            WHERE p.status = 'pending' AND p.subscription = o.subscription AND p.fingerprint = o.fingerprint)
+ORDER BY id
+LIMIT ?
+"""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One notification waiting for delivery to one subscription."""
+
+    id: int
+    subscription: str
+    notification_key: str
+    event: AlertEvent
+    created_at: float
+    attempts: int
+
+
+class Outbox:
+    """The SQLite file; safe to share between the recording thread and the delivery thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        # WAL + synchronous=FULL: a committed transaction survives a crash or power loss.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._saved_state: str | None = None
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def record(
+        self, rows: Iterable[tuple[str, AlertEvent]], engine_state: Mapping[str, Any] | None, now: float
+    ) -> int:
+        """Insert (subscription name, event) rows and save the engine state atomically; rows newly inserted."""
+        rows = list(rows)
+        state_json = None if engine_state is None else json.dumps(engine_state, separators=(",", ":"))
+        if not rows and state_json == self._saved_state:
+            return 0  # nothing new: spare the fsync on every quiet evaluation
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                inserted = 0
+                for subscription, event in rows:
+                    cursor = self._db.execute(
+                        "INSERT OR IGNORE INTO outbox "
+                        "(subscription, fingerprint, notification_key, event, created_at, next_attempt) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            subscription,
+                            event.fingerprint,
+                            event.notification_key,
+                            json.dumps(event.to_dict(), separators=(",", ":")),
+                            now,
+                            now,
+                        ),
+                    )
+                    inserted += cursor.rowcount
+                if state_json is not None:
+                    self._db.execute(
+                        "INSERT INTO engine_state (id, state, saved_at) VALUES (1, ?, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET state = excluded.state, saved_at = excluded.saved_at",
+                        (state_json, now),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if state_json is not None:
+                self._saved_state = state_json
+        return inserted
+
+    def engine_state(self) -> dict[str, Any] | None:
+        """The engine state saved last, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT state FROM engine_state WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        state: dict[str, Any] = json.loads(row[0])
+        return state
+
+    def due(self, now: float, limit: int = 100) -> list[OutboxRow]:
+        """Rows whose next attempt is due, at most one per (subscription, alert), oldest first."""
+        with self._lock:
+            rows = self._db.execute(_DUE, (now, limit)).fetchall()
+        return [
+            OutboxRow(row_id, sub, key, AlertEvent.from_dict(json.loads(event)), created, attempts)
+            for row_id, sub, key, event, created, attempts in rows
+        ]
+
+    def _update(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, params)
+
+    def delivered(self, row_id: int, attempts: int, now: float) -> None:
+        """Mark a row delivered."""
+        self._update(
+            "UPDATE outbox SET status = 'delivered', attempts = ?, finished_at = ?, last_error = NULL "
+            "WHERE id = ?",
+            (attempts, now, row_id),
+        )
+
+    def retry(self, row_id: int, attempts: int, next_attempt: float, error: str) -> None:
+        """Schedule the next attempt of a row."""
+        self._update(
+            "UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?",
+            (attempts, next_attempt, error, row_id),
+        )
+
+    def postpone(self, row_id: int, next_attempt: float) -> None:
+        """Move a row's next attempt without counting an attempt."""
+        self._update("UPDATE outbox SET next_attempt = ? WHERE id = ?", (next_attempt, row_id))
+
+    def failed(self, row_id: int, attempts: int, error: str, now: float) -> None:
+        """Give up on a row."""
+        self._update(
+            "UPDATE outbox SET status = 'failed', attempts = ?, last_error = ?, finished_at = ? WHERE id = ?",
+            (attempts, error, now, row_id),
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Rows per status (pending, delivered, failed)."""
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall()
+        counts = {"pending": 0, "delivered": 0, "failed": 0}
+        counts.update({str(status): int(count) for status, count in rows})
+        return counts
+
+    def next_due(self) -> float | None:
+        """Earliest next_attempt among pending rows, or None when nothing is pending."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_attempt) FROM outbox WHERE status = 'pending'").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row as a dict (for inspection and tests), oldest first."""
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT id, subscription, fingerprint, notification_key, created_at, attempts, next_attempt, "
+                "status, last_error, finished_at FROM outbox ORDER BY id"
+            )
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def prune(self, before: float) -> int:
+        """Delete delivered and failed rows finished before ``before``; rows deleted."""
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM outbox WHERE status != 'pending' AND finished_at < ?", (before,)
+            )
+        return cursor.rowcount

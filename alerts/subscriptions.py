@@ -1,0 +1,166 @@
+"""Subscriptions: who gets which alerts (topic and severity filters) and how (webhook, Kafka, Alertmanager)."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alerts.engine import AlertEvent
+from alerts.fields import SEVERITIES, Fields, load_yaml_list, severity_rank, top_level_list
+
+KINDS = ("webhook", "kafka", "alertmanager")
+
+_COMMON = {
+    "name",
+    "kind",
+    "topics",
+    "min_severity",
+    "severities",
+    "send_resolved",
+    "timeout",
+    "max_attempts",
+    "max_age",
+    "backoff_initial",
+    "backoff_max",
+}
+_KIND_FIELDS = {
+    "webhook": {"url", "secret", "secret_env"},
+    "kafka": {"topic"},
+    "alertmanager": {"url", "ttl"},
+}
+
+
+class SubscriptionsError(ValueError):
+    """A subscriptions file or entry is invalid; the message names the file, the subscription and the field."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One receiver of alert notifications, with its filters and delivery settings."""
+
+    name: str
+    kind: str
+    topics: tuple[str, ...] | None = None
+    """Topic labels to deliver; None delivers every topic."""
+    min_severity: str | None = None
+    severities: tuple[str, ...] | None = None
+    """Exact severities to deliver (alternative to ``min_severity``); None with no min_severity means all."""
+    send_resolved: bool = True
+    url: str | None = None
+    """Webhook URL, or Alertmanager base URL (e.g. ``http://127.0.0.1:9093``)."""
+    secret: str | None = field(default=None, repr=False)
+    """Webhook HMAC-SHA256 signing secret."""
+    timeout_s: float = 5.0
+    max_attempts: int = 0
+    """Give up after this many attempts; 0 retries until ``max_age_s``."""
+    max_age_s: float = 86400.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 300.0
+    topic: str = "alerts"
+    """Kafka topic (kind ``kafka``)."""
+    ttl_s: float | None = None
+    """Alertmanager: how long a firing alert stays active without a re-push; None is 3x the rule's repeat interval."""
+
+    def matches(self, event: AlertEvent) -> bool:
+        """True when this subscription should be notified of ``event``."""
+        if self.topics is not None and event.topic not in self.topics:
+            return False
+        if event.status == "resolved" and not self.send_resolved:
+            return False
+        if self.severities is not None:
+            return event.severity in self.severities
+        if self.min_severity is not None:
+            return event.severity in SEVERITIES and severity_rank(event.severity) >= severity_rank(
+                self.min_severity
+            )
+        return True
+
+
+def _url(fields: Fields, name: str) -> str:
+    url = fields.string(name)
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        fields.fail(name, f"expected an http(s) URL, got {url!r}")
+    return url
+
+
+def _parse_subscription(item: object, index: int, source: str) -> Subscription:
+    if not isinstance(item, Mapping):
+        raise SubscriptionsError(f"{source}: subscription #{index + 1}: expected a mapping, got {item!r}")
+    name = item.get("name")
+    label = (
+        f"subscription {name!r}" if isinstance(name, str) and name.strip() else f"subscription #{index + 1}"
+    )
+    fields = Fields(item, f"{source}: {label}", SubscriptionsError)
+    kind = fields.string("kind", choices=KINDS)
+    fields.reject_unknown(_COMMON | _KIND_FIELDS[kind])
+    name = fields.string("name")
+    if fields.has("min_severity") and fields.has("severities"):
+        fields.fail("severities", "give min_severity or severities, not both")
+    severities = fields.string_list("severities")
+    for severity in severities or ():
+        if severity not in SEVERITIES:
+            fields.fail("severities", f"{severity!r} is not one of {', '.join(SEVERITIES)}")
+    backoff_initial = fields.duration("backoff_initial", 1.0, positive=True)
+    backoff_max = fields.duration("backoff_max", 300.0, positive=True)
+    if backoff_max < backoff_initial:
+        fields.fail("backoff_max", f"must be at least backoff_initial ({backoff_initial:g}s)")
+    url: str | None = None
+    secret: str | None = None
+    ttl: float | None = None
+    if kind == "webhook":
+        url = _url(fields, "url")
+        if fields.has("secret") == fields.has("secret_env"):
+            fields.fail("secret", "a webhook needs exactly one of secret or secret_env")
+        if fields.has("secret"):
+            secret = fields.string("secret")
+        else:
+            variable = fields.string("secret_env")
+            secret = os.environ.get(variable)
+            if not secret:
+                fields.fail("secret_env", f"environment variable {variable} is not set (or empty)")
+    elif kind == "alertmanager":
+        url = _url(fields, "url").rstrip("/")
+        ttl = fields.duration("ttl", 0.0, positive=True) if fields.has("ttl") else None
+    return Subscription(
+        name=name,
+        kind=kind,
+        topics=fields.string_list("topics"),
+        min_severity=fields.string("min_severity", choices=SEVERITIES)
+        if fields.has("min_severity")
+        else None,
+        severities=severities,
+        send_resolved=fields.boolean("send_resolved", True),
+        url=url,
+        secret=secret,
+        timeout_s=fields.duration("timeout", 5.0, positive=True),
+        max_attempts=fields.integer("max_attempts", 0),
+        max_age_s=fields.duration("max_age", 86400.0, positive=True),
+        backoff_initial_s=backoff_initial,
+        backoff_max_s=backoff_max,
+        topic=fields.string("topic", "alerts") if kind == "kafka" else "alerts",
+        ttl_s=ttl,
+    )
+
+
+def parse_subscriptions(data: object, source: str = "subscriptions") -> list[Subscription]:
+    """Validate a parsed document (``{"subscriptions": [...]}``); errors name source, subscription and field."""
+    items = top_level_list(data, "subscriptions", source, SubscriptionsError)
+    subscriptions = [_parse_subscription(item, index, source) for index, item in enumerate(items)]
+    seen: set[str] = set()
+    for subscription in subscriptions:
+        if subscription.name in seen:
+            raise SubscriptionsError(
+                f"{source}: subscription {subscription.name!r}: field 'name': duplicate subscription name"
+            )
+        seen.add(subscription.name)
+    return subscriptions
+
+
+def load_subscriptions(path: Path) -> list[Subscription]:
+    """Read and validate a YAML file with a top-level ``subscriptions:`` list (secrets from env at load time)."""
+    items, source = load_yaml_list(Path(path), "subscriptions", SubscriptionsError)
+    return parse_subscriptions({"subscriptions": items}, source)
