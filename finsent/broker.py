@@ -24,6 +24,7 @@ FINSENT_TOPICS: Mapping[str, int] = {
     "news.raw": 3,
     "news.scored": 3,
     "news.dlq": 1,
+    "news.windows": 3,
     "alerts": 1,
     "news.labels": 1,
 }

@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "finsent.commands.demo",
     "finsent.commands.broker",
     "finsent.commands.produce",
+    "finsent.commands.retrain",
+    "finsent.commands.model_registry",
 )
 
 

@@ -14,10 +14,12 @@ import yaml
 from finsent.errors import UsageError
 from ingest import DEFAULT_MAX_MESSAGE_BYTES, KafkaSettings, LoopSettings
 from model import DEFAULT_MODEL_DIR
+from monitor import MonitorConfig, parse_duration
 
 ENV_PREFIX = "FINSENT_"
 CONFIG_ENV = "FINSENT_CONFIG"
 TRUE_WORDS = {"1", "true", "yes", "on"}
+STAGES = ("all", "classify", "monitor", "alerts")
 FALSE_WORDS = {"0", "false", "no", "off"}
 
 
@@ -97,6 +99,44 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_poll_interval_ms", int, 300_000, "max time between polls", minimum=1000, maximum=86_400_000),
     Option("request_timeout_ms", int, 30_000, "Kafka request timeout", minimum=1000, maximum=3_600_000),
     Option("log_level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    # Stages, monitor and alerts (durations: seconds or e.g. "500ms", "5s", "2m").
+    Option(
+        "stage",
+        str,
+        "all",
+        "which stage this process runs (all: classify + monitor + alerts in one process)",
+        choices=STAGES,
+    ),
+    Option("rules", Path, None, "alert rules YAML (none: the alerts stage evaluates no rules)"),
+    Option("subscriptions", Path, None, "alert subscriptions YAML (where alerts are delivered)"),
+    Option("state_dir", Path, Path("finsent-state"), "monitor checkpoint and alert database directory"),
+    Option("windows_topic", str, "news.windows", "topic the monitor stage writes window snapshots to"),
+    Option("eval_interval", float, 5.0, "seconds between monitor evaluations (snapshots, metrics, alerts)"),
+    Option("checkpoint_interval", float, 10.0, "seconds between monitor checkpoints"),
+    Option("windows", str, "5m,15m,1h", "monitor window horizons, comma-separated durations"),
+    Option("bucket_seconds", int, 10, "monitor bucket width in seconds", minimum=1, maximum=86_400),
+    Option("allowed_lateness", float, 120.0, "event-time lateness the monitor still accepts"),
+    Option("min_volume", int, 20, "windows below this volume get no surge statistic", minimum=1),
+    Option("baseline_half_life", float, 6 * 3600.0, "half-life of the negative-rate baseline"),
+    Option("baseline_min_samples", int, 30, "baseline samples before surges are scored", minimum=1),
+    # Model registry, hot swap and drift (README.retrain.md).
+    Option(
+        "registry",
+        Path,
+        None,
+        "model registry folder: serve its current version, hot-swap on promote/rollback (none: model_dir)",
+    ),
+    Option("swap_poll_interval", float, 5.0, "seconds between checks of the registry's current version"),
+    Option(
+        "drift_window", int, 1000, "predictions in the rolling drift window", minimum=10, maximum=1_000_000
+    ),
+    Option("low_confidence_threshold", float, 0.5, "top probability below this counts as low-confidence"),
+    Option(
+        "drift_retrain_threshold",
+        float,
+        None,
+        "write a retrain request to the registry when a task's prediction drift (JS divergence) passes this",
+    ),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -135,6 +175,42 @@ class ServiceConfig:
     max_poll_interval_ms: int
     request_timeout_ms: int
     log_level: str
+    stage: str
+    rules: Path | None
+    subscriptions: Path | None
+    state_dir: Path
+    windows_topic: str
+    eval_interval: float
+    checkpoint_interval: float
+    windows: str
+    bucket_seconds: int
+    allowed_lateness: float
+    min_volume: int
+    baseline_half_life: float
+    baseline_min_samples: int
+    registry: Path | None
+    swap_poll_interval: float
+    drift_window: int
+    low_confidence_threshold: float
+    drift_retrain_threshold: float | None
+
+    def monitor_config(self) -> MonitorConfig:
+        """The monitor core's settings; UsageError naming the field when they do not fit together."""
+        try:
+            horizons = tuple(int(parse_duration(part)) for part in self.windows.split(",") if part.strip())
+        except ValueError as error:
+            raise UsageError(f"windows: {error}") from None
+        try:
+            return MonitorConfig(
+                horizons=horizons,
+                bucket_seconds=self.bucket_seconds,
+                allowed_lateness=self.allowed_lateness,
+                min_volume=self.min_volume,
+                baseline_half_life=self.baseline_half_life,
+                baseline_min_samples=self.baseline_min_samples,
+            )
+        except ValueError as error:
+            raise UsageError(f"windows/bucket_seconds/monitor settings: {error}") from None
 
     def kafka_settings(self) -> KafkaSettings:
         """Client settings for ingest."""
@@ -190,6 +266,13 @@ def _convert(option: Option, value: Any, where: str) -> Any:
         if word in TRUE_WORDS | FALSE_WORDS:
             return word in TRUE_WORDS
         raise UsageError(f"{where}: expected true or false, got {value!r}")
+    if option.kind is float:
+        if isinstance(value, bool):
+            raise UsageError(f"{where}: expected a duration in seconds, got {value!r}")
+        try:
+            return parse_duration(value if isinstance(value, int | float) else str(value))
+        except ValueError as error:
+            raise UsageError(f"{where}: {error}") from None
     if option.kind is int:
         if isinstance(value, bool | float):
             raise UsageError(f"{where}: expected an integer, got {value!r}")
@@ -256,7 +339,25 @@ def _check_combinations(config: ServiceConfig) -> None:
         raise UsageError(
             f"sasl_username and sasl_password are required for sasl_mechanism {config.sasl_mechanism}"
         )
-    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+    if config.swap_poll_interval <= 0:
+        raise UsageError(f"swap_poll_interval: must be positive, got {config.swap_poll_interval}")
+    if config.low_confidence_threshold > 1:
+        raise UsageError(
+            f"low_confidence_threshold: must be at most 1, got {config.low_confidence_threshold}"
+        )
+    if config.drift_retrain_threshold is not None and not 0 < config.drift_retrain_threshold < 0.6932:
+        raise UsageError(
+            f"drift_retrain_threshold: a JS divergence in (0, ln 2], got {config.drift_retrain_threshold}"
+        )
+    if config.drift_retrain_threshold is not None and config.registry is None:
+        raise UsageError("drift_retrain_threshold needs registry (the retrain request is written there)")
+    for name in ("eval_interval", "checkpoint_interval", "baseline_half_life"):
+        if getattr(config, name) <= 0:
+            raise UsageError(f"{name}: must be positive, got {getattr(config, name)}")
+    if len({config.input_topic, config.output_topic, config.dlq_topic, config.windows_topic}) < 4:
+        raise UsageError("windows_topic must differ from input_topic, output_topic and dlq_topic")
+    config.monitor_config()
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "rules", "subscriptions"):
         path = getattr(config, name)
         if path is not None and not path.is_file():
             raise UsageError(f"{name}: no such file {path}")

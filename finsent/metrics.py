@@ -68,10 +68,50 @@ class ServiceMetrics:
         )
         self.buffered = Gauge("finsent_buffered_messages", "Valid messages waiting for a batch.", registry=r)
         self.model_info = Info("finsent_model", "The model that scores the stream.", registry=r)
+        self.model_swaps_total = Counter(
+            "finsent_model_swaps", "Hot swaps to a new registry version.", registry=r
+        )
+        self.model_load_failures_total = Counter(
+            "finsent_model_load_failures",
+            "Registry versions that failed to load (old model kept).",
+            registry=r,
+        )
+        self.retrain_requests_total = Counter(
+            "finsent_retrain_requests",
+            "Retrain requests written because drift passed its threshold.",
+            registry=r,
+        )
+        self.drift = Gauge(
+            "finsent_prediction_drift",
+            "Jensen-Shannon divergence (nats) of the rolling predicted label distribution from training.",
+            ["task"],
+            registry=r,
+        )
+        self.confidence_mean = Gauge(
+            "finsent_prediction_confidence_mean",
+            "Mean top probability over the drift window.",
+            ["task"],
+            registry=r,
+        )
+        self.low_confidence_share = Gauge(
+            "finsent_low_confidence_share",
+            "Share of the drift window whose top probability is below the low-confidence threshold.",
+            ["task"],
+            registry=r,
+        )
 
     def set_model(self, version: str, variant: str, provider: str) -> None:
-        """Publish finsent_model_info."""
+        """Publish finsent_model_info (an Info holds one label set: the previous version's is replaced)."""
         self.model_info.info({"version": version, "variant": variant, "provider": provider})
+
+    def set_drift(
+        self, task: str, divergence: float | None, confidence_mean: float, low_share: float
+    ) -> None:
+        """Publish one head's drift signals (divergence only when a training distribution is known)."""
+        if divergence is not None:
+            self.drift.labels(task=task).set(divergence)
+        self.confidence_mean.labels(task=task).set(confidence_mean)
+        self.low_confidence_share.labels(task=task).set(low_share)
 
     # Observer --------------------------------------------------------------
 

@@ -5,73 +5,107 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
+from prometheus_client import CollectorRegistry
+
 from finsent.config import ServiceConfig
 from finsent.errors import UsageError
+from finsent.hotswap import DriftMonitor, EngineHolder, RegistryWatcher, holder_classifier
 from finsent.metrics import MetricsServer, ServiceMetrics
 from ingest import Classifier, StreamLoop
 from model import Engine, ModelIntegrityError
+from model.data import DEFAULT_DATA_DIR
+from model.registry import ModelRegistry, RegistryError
 
 log = logging.getLogger("finsent.pipeline")
 
 
-def load_engine(config: ServiceConfig) -> Engine:
-    """The engine the configuration names; problems become usage errors naming the setting."""
+def load_engine(config: ServiceConfig, model_dir: Path | None = None) -> Engine:
+    """The engine the configuration names (or model_dir); problems become usage errors naming the setting."""
+    model_dir = model_dir or config.model_dir
     try:
         return Engine(
-            config.model_dir,
+            model_dir,
             variant=config.variant,
             device=cast(Any, config.device),  # validated against the same choices
             batch_size=min(64, config.max_batch),
             threads=config.threads,
         )
     except (ModelIntegrityError, ValueError, RuntimeError, FileNotFoundError) as error:
-        raise UsageError(f"model_dir {config.model_dir}: {error}") from None
+        raise UsageError(f"model_dir {model_dir}: {error}") from None
 
 
 def engine_classifier(engine: Engine) -> Classifier:
-    """Adapt Engine.predict to ingest's classifier contract (plain dicts)."""
-
-    def classify(texts: Sequence[str]) -> list[Mapping[str, Any]]:
-        return [
-            {
-                "topic": prediction.topic,
-                "topic_score": prediction.topic_score,
-                "sentiment": prediction.sentiment,
-                "sentiment_scores": prediction.sentiment_scores,
-            }
-            for prediction in engine.predict(list(texts))
-        ]
-
-    return classify
+    """Adapt Engine.predict to ingest's classifier contract (plain dicts, with the model version)."""
+    return holder_classifier(EngineHolder(engine))
 
 
 class Service:
     """One `finsent run` instance: engine, stream loop, private metrics registry, HTTP endpoints."""
 
-    def __init__(self, config: ServiceConfig, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        engine: Engine | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        serve_metrics: bool = True,
+    ) -> None:
         self.config = config
+        self.model_registry: ModelRegistry | None = None
+        if engine is None and config.registry is not None:
+            self.model_registry = ModelRegistry(config.registry)
+            try:
+                if self.model_registry.init_from(config.model_dir):
+                    log.info("registry %s was empty: imported %s", config.registry, config.model_dir)
+            except (RegistryError, ModelIntegrityError, OSError) as error:
+                raise UsageError(f"registry {config.registry}: {error}") from None
+            engine = load_engine(config, self.model_registry.current_dir())
         self.engine = engine or load_engine(config)
-        self.metrics = ServiceMetrics()
+        # Hot swap: the classifier reads the holder once per batch; the watcher replaces its engine.
+        self.holder = EngineHolder(self.engine)
+        # A shared registry and serve_metrics=False when the stage runner serves one endpoint for all stages.
+        self.metrics = ServiceMetrics(registry)
         self.metrics.set_model(self.engine.version, self.engine.variant, self.engine.providers[0])
+        self.drift = DriftMonitor(
+            self.metrics,
+            config.drift_window,
+            config.low_confidence_threshold,
+            config.drift_retrain_threshold,
+            self.model_registry,
+            DEFAULT_DATA_DIR,
+        )
+        self.drift.reset(self.engine)
+        self.watcher: RegistryWatcher | None = None
+        if self.model_registry is not None:
+            self.watcher = RegistryWatcher(
+                self.model_registry,
+                self.holder,
+                lambda path: load_engine(config, path),
+                self.metrics,
+                config.swap_poll_interval,
+                on_swap=self._swapped,
+            )
         self.loop = StreamLoop(
             config.loop_settings(self.engine.version),
             config.kafka_settings(),
-            engine_classifier(self.engine),
+            holder_classifier(self.holder, self.drift),
             observer=self.metrics,
         )
         self._failed = False
+        self.server: MetricsServer | None = None
         try:
-            self.server = MetricsServer(
-                self.metrics.registry,
-                config.metrics_host,
-                config.metrics_port,
-                healthy=lambda: not self._failed,
-                ready=lambda: self.loop.ready,
-            )
+            if serve_metrics:
+                self.server = MetricsServer(
+                    self.metrics.registry,
+                    config.metrics_host,
+                    config.metrics_port,
+                    healthy=lambda: not self._failed,
+                    ready=lambda: self.loop.ready,
+                )
         except OSError as error:
             raise UsageError(
                 f"metrics_port: cannot listen on {config.metrics_host}:{config.metrics_port}: {error.strerror}"
@@ -79,8 +113,14 @@ class Service:
 
     @property
     def metrics_url(self) -> str:
-        """Where /metrics is served."""
-        return f"http://{self.config.metrics_host}:{self.server.port}/metrics"
+        """Where /metrics is served (by this service, or by the stage runner that owns the registry)."""
+        port = self.config.metrics_port if self.server is None else self.server.port
+        return f"http://{self.config.metrics_host}:{port}/metrics"
+
+    @property
+    def failed(self) -> bool:
+        """True once the stream loop died."""
+        return self._failed
 
     def stop(self) -> None:
         """Ask the loop to finish the in-flight batch, commit and return."""
@@ -98,17 +138,20 @@ class Service:
 
     def run(self) -> int:
         """Serve until stopped; 0 after a clean stop, 1 if the loop died."""
-        self.server.start()
+        if self.server is not None:
+            self.server.start()
         log.info(
-            "model %s (%s, %s); reading %s from %s as group %s; metrics on %s",
+            "model %s (%s, %s); reading %s from %s as group %s%s",
             self.engine.version,
             self.engine.variant,
             self.engine.providers[0],
             self.config.input_topic,
             self.config.bootstrap_servers,
             self.config.group_id,
-            self.metrics_url,
+            "" if self.server is None else f"; metrics on {self.metrics_url}",
         )
+        if self.watcher is not None:
+            self.watcher.start()
         try:
             self.loop.run()
         except Exception:
@@ -116,8 +159,16 @@ class Service:
             log.exception("stream loop failed")
             return 1
         finally:
-            self.server.stop()
+            if self.watcher is not None:
+                self.watcher.stop()
+            if self.server is not None:
+                self.server.stop()
         return 0
+
+    def _swapped(self, engine: Engine) -> None:
+        """After a hot swap: remember the new engine and restart the drift window against its training data."""
+        self.engine = engine
+        self.drift.reset(engine)
 
     def start_thread(self) -> threading.Thread:
         """Run in a background thread (for the demo); stop() ends it."""

@@ -9,7 +9,8 @@ from typing import Any
 from ingest.contract import NewsItem
 
 # Injected by the composition root: texts in, one result per text out, each with
-# topic (str), topic_score (float), sentiment (str), sentiment_scores ({label: float}).
+# topic (str), topic_score (float), sentiment (str), sentiment_scores ({label: float}),
+# optionally model_version (str): the version that scored it.
 Classifier = Callable[[Sequence[str]], Sequence[Mapping[str, Any]]]
 RESULT_FIELDS = ("topic", "topic_score", "sentiment", "sentiment_scores")
 
@@ -45,6 +46,7 @@ def scored_record(
     record["sentiment_scores"] = {
         str(name): round(float(value), 6) for name, value in dict(result["sentiment_scores"]).items()
     }
-    record["model_version"] = model_version
+    # The version that scored this record (hot swap) when the classifier reports it, else the loop's setting.
+    record["model_version"] = str(result.get("model_version") or model_version)
     record["scored_at"] = scored_at
     return record

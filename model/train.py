@@ -23,9 +23,11 @@ from model.base import check_base_dir
 from model.batching import length_sorted_batches, pad_batch, shuffled_length_batches
 from model.calibration import expected_calibration_error, fit_temperature, softmax
 from model.data import DEFAULT_EXCLUDED_SOURCES, load_training_table, split_train_dev
+from model.gold import is_gold
 from model.labels import IGNORE_INDEX, SENTIMENT_LABELS, TOPIC_LABELS
 from model.metrics import classification_report
 from model.network import MultiTaskClassifier, multitask_loss
+from model.text import dedupe_key
 from model.tokenization import TOKENIZER_FILE, encode_texts, load_tokenizer
 
 CHECKPOINT_WEIGHTS = "model.pt"
@@ -53,6 +55,13 @@ class TrainConfig:
     teacher_dir: Path | None = None
     teacher_threshold: float = 0.9
     max_rows: int | None = None
+    # Retraining (model/retrain.py): a fixed step count, extra labelled rows (analyst feedback,
+    # CSV with text/topic/sentiment/source, label indices), the share of the dev split held out
+    # as the gold set (never trained or calibrated on), and shuffled labels (a negative control).
+    max_steps: int | None = None
+    extra_rows_file: Path | None = None
+    gold_share: int = 0
+    shuffle_labels: bool = False
     excluded_sources: tuple[str, ...] = field(default=DEFAULT_EXCLUDED_SOURCES)
 
     def as_json(self) -> dict[str, Any]:
@@ -155,6 +164,19 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
         train_rows = train_rows.sample(n=min(config.max_rows, len(train_rows)), random_state=config.seed)
         dev_rows = dev_rows.sample(n=min(config.max_rows, len(dev_rows)), random_state=config.seed)
         train_rows, dev_rows = train_rows.reset_index(drop=True), dev_rows.reset_index(drop=True)
+    extra_counts: dict[str, int] = {}
+    if config.gold_share > 0:
+        dev_rows = dev_rows[~dev_rows["text"].map(lambda t: _gold(t, config))].reset_index(drop=True)
+    if config.extra_rows_file is not None:
+        train_rows, extra_counts = _add_extra_rows(train_rows, config)
+        log(f"extra rows from {config.extra_rows_file}: {extra_counts}")
+    label_distribution = {
+        task: [int((train_rows[task] == i).sum()) for i in range(len(names))]
+        for task, names in (("topic", TOPIC_LABELS), ("sentiment", SENTIMENT_LABELS))
+    }
+    if config.shuffle_labels:
+        train_rows = _shuffle_labels(train_rows, config.seed)
+        log("labels shuffled within each task (negative control)")
     log(f"data: {len(train_rows)} train rows, {len(dev_rows)} dev rows from {config.data_dir}")
 
     tokenizer = base_tokenizer(config.base_dir, config.max_tokens)
@@ -171,7 +193,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     topic_labels = torch.tensor(train_rows["topic"].to_numpy(), dtype=torch.long)
     sentiment_labels = torch.tensor(train_rows["sentiment"].to_numpy(), dtype=torch.long)
 
-    network = MultiTaskClassifier.from_base(config.base_dir)
+    if (config.base_dir / CHECKPOINT_WEIGHTS).is_file():
+        # A finsent checkpoint (e.g. the champion's): continue from its encoder and both heads.
+        network = load_checkpoint(config.base_dir)
+    else:
+        network = MultiTaskClassifier.from_base(config.base_dir)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm")
     parameters = [
         {
@@ -186,6 +212,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate)
     steps_per_epoch = -(-len(plain_ids) // config.batch_size)
     total_steps = max(1, round(steps_per_epoch * config.epochs))
+    if config.max_steps is not None:
+        total_steps = max(1, config.max_steps)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(total_steps * config.warmup_fraction), total_steps
     )
@@ -274,6 +302,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
             "dev_topic_rows": int((dev_rows["topic"] != IGNORE_INDEX).sum()),
             "dev_sentiment_rows": int((dev_rows["sentiment"] != IGNORE_INDEX).sum()),
             **pseudo_counts,
+            **extra_counts,
+            "label_distribution": label_distribution,
         },
         "history": history,
         "temperatures": {"topic": temperatures[0], "sentiment": temperatures[1]},
@@ -292,6 +322,42 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     (config.out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
     log(f"saved checkpoint to {checkpoint_dir} and report to {config.out_dir / REPORT_FILE}")
     return report
+
+
+def _gold(text: str, config: TrainConfig) -> bool:
+    return is_gold(text, config.dev_percent, config.seed, config.gold_share)
+
+
+def _add_extra_rows(train_rows: pd.DataFrame, config: TrainConfig) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Append the extra labelled rows (minus any in the gold set); they replace base rows with the same text."""
+    assert config.extra_rows_file is not None
+    extra = pd.read_csv(config.extra_rows_file, keep_default_na=False, encoding="utf-8")
+    extra = extra[["text", "topic", "sentiment", "source"]].astype(
+        {"text": str, "topic": int, "sentiment": int, "source": str}
+    )
+    in_gold = extra["text"].map(lambda t: _gold(t, config)).astype(bool) if config.gold_share > 0 else None
+    dropped = 0 if in_gold is None else int(in_gold.sum())
+    if in_gold is not None:
+        extra = extra[~in_gold]
+    corrected = set(extra["text"].map(dedupe_key))
+    replaced = train_rows["text"].map(dedupe_key).isin(corrected).to_numpy()
+    combined = pd.concat([train_rows[~replaced], extra], ignore_index=True)
+    return combined, {
+        "extra_rows": len(extra),
+        "extra_rows_dropped_gold": dropped,
+        "base_rows_replaced": int(replaced.sum()),
+    }
+
+
+def _shuffle_labels(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Permute each task's labels among the rows that carry one (keeps the marginals, breaks the signal)."""
+    shuffled = rows.copy()
+    rng = np.random.default_rng(seed + 1)
+    for task in ("topic", "sentiment"):
+        labelled = shuffled[task].to_numpy() != IGNORE_INDEX
+        values = shuffled.loc[labelled, task].to_numpy()
+        shuffled.loc[labelled, task] = rng.permutation(values)
+    return shuffled
 
 
 def fill_with_teacher(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,20 @@ class Headline:
         p_negative, message_id, text, event_time = state
         return cls(float(p_negative), str(message_id), str(text), float(event_time))
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable mapping with named fields (for records on a topic)."""
+        return {
+            "p_negative": self.p_negative,
+            "id": self.id,
+            "text": self.text,
+            "event_time": self.event_time,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Headline:
+        """Rebuild from :meth:`to_dict` output; KeyError/TypeError/ValueError when malformed."""
+        return cls(float(data["p_negative"]), str(data["id"]), str(data["text"]), float(data["event_time"]))
+
 
 @dataclass(frozen=True)
 class WindowSnapshot:
@@ -47,3 +62,43 @@ class WindowSnapshot:
     surge: float | None
     headlines: tuple[Headline, ...]
     """The most negative messages in the window (highest p_negative first)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable mapping of every field, headlines as dicts."""
+        return {
+            "topic": self.topic,
+            "window": self.window,
+            "window_seconds": self.window_seconds,
+            "end": self.end,
+            "volume": self.volume,
+            "negative": self.negative,
+            "rate": self.rate,
+            "expected_rate": self.expected_rate,
+            "baseline_mean": self.baseline_mean,
+            "baseline_std": self.baseline_std,
+            "surge": self.surge,
+            "headlines": [headline.to_dict() for headline in self.headlines],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WindowSnapshot:
+        """Rebuild from :meth:`to_dict` output; KeyError/TypeError/ValueError when malformed."""
+
+        def optional(name: str) -> float | None:
+            value = data[name]
+            return None if value is None else float(value)
+
+        return cls(
+            topic=str(data["topic"]),
+            window=str(data["window"]),
+            window_seconds=int(data["window_seconds"]),
+            end=float(data["end"]),
+            volume=int(data["volume"]),
+            negative=int(data["negative"]),
+            rate=optional("rate"),
+            expected_rate=optional("expected_rate"),
+            baseline_mean=optional("baseline_mean"),
+            baseline_std=optional("baseline_std"),
+            surge=optional("surge"),
+            headlines=tuple(Headline.from_dict(item) for item in data["headlines"]),
+        )

@@ -1,4 +1,11 @@
-"""`finsent demo`: embedded broker + service + replay of the bundled stream, with a live table."""
+"""`finsent demo`: embedded broker + `finsent run` (all stages) + a replayed stream with a negative surge.
+
+The bundled stream (finsent/demo/surge_stream.csv) is stock tweets with a burst of negative oil
+headlines about 12 s in; the shipped rules (finsent/demo/rules.yaml) fire on it within about a
+minute of start and resolve about a minute after the surge has passed. The live table shows per-topic
+volume and negative share, and the alerts as they fire and resolve (read back from the `alerts` topic,
+where the demo's Kafka subscription delivers them). `--webhook-url` adds a signed webhook subscription.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +32,66 @@ from finsent.errors import UsageError
 from finsent.live_table import TopicStats, render
 from finsent.replay import Headline, load_headlines, replay
 
-BUNDLED_STREAM = "stock_tweets_stream_2020.csv"
+DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
+BUNDLED_STREAM = "surge_stream.csv"
+DEFAULT_RULES = DEMO_DIR / "rules.yaml"
+DEFAULT_WEBHOOK_SECRET = "finsent-demo-secret"
 CLEAR = "\x1b[H\x1b[2J"
+# Short windows and buckets so the demo shows a surge within a minute (production: 5m/15m/1h, 10 s).
+DEMO_MONITOR = [
+    "--windows",
+    "1m,5m",
+    "--bucket-seconds",
+    "5",
+    "--min-volume",
+    "10",
+    "--baseline-min-samples",
+    "10",
+    "--baseline-half-life",
+    "10m",
+    "--allowed-lateness",
+    "30s",
+    "--eval-interval",
+    "2",
+    "--checkpoint-interval",
+    "5",
+]
 
 
 def bundled_stream() -> Path:
-    """The bundled replay stream: the repository's data/ folder, or finsent/demo/ in an installed wheel."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "data" / BUNDLED_STREAM, here.parents[1] / "demo" / BUNDLED_STREAM):
-        if candidate.is_file():
-            return candidate
-    raise UsageError(f"bundled stream {BUNDLED_STREAM} not found; pass --file")
+    """The bundled replay stream with the injected surge (finsent/demo/surge_stream.csv)."""
+    path = DEMO_DIR / BUNDLED_STREAM
+    if not path.is_file():
+        raise UsageError(f"bundled stream {path} not found; pass --file")
+    return path
 
 
 def register(subparsers: Any) -> None:
     """Add the demo subcommand."""
     parser = subparsers.add_parser(
         "demo",
-        help="embedded broker + service + replayed tweet stream, with a live per-topic table",
-        description="Start the embedded broker, the streaming service and a replay of the bundled stock tweet "
-        "stream in one process, and show per topic: volume and negative share. Runs until Ctrl-C or "
-        "--duration. Without a terminal (or with CI=true) the table is printed periodically instead.",
+        help="embedded broker + all stages + a replayed stream with a negative surge, with a live table",
+        description="Start the embedded broker, `finsent run` (classify, monitor and alerts) with the demo "
+        "rules, and a replay of the bundled stream: stock tweets with a burst of negative oil news about "
+        "12 s in, repeated every ~3 minutes. Shows per topic volume and negative share, and alerts as they "
+        "fire and resolve. Runs until Ctrl-C or --duration. Without a terminal (or with CI=true) the table "
+        "is printed periodically instead.",
     )
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--rate", type=float, default=25.0, help="replayed messages per second (default 25)")
     parser.add_argument(
         "--file", type=Path, default=None, help="replay this CSV/JSONL instead of the bundled stream"
+    )
+    parser.add_argument(
+        "--rules", type=Path, default=None, help="alert rules YAML (default: finsent/demo/rules.yaml)"
+    )
+    parser.add_argument(
+        "--webhook-url", default=None, help="also deliver alerts to this URL (signed webhook subscription)"
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        default=None,
+        help=f"HMAC secret of the webhook subscription (default {DEFAULT_WEBHOOK_SECRET!r})",
     )
     parser.add_argument(
         "--model", type=Path, default=None, help="model directory (default: settings, shipped)"
@@ -64,12 +108,32 @@ def _live_terminal() -> bool:
     return sys.stdout.isatty() and not ci
 
 
-def _scored_consumer(bootstrap: str, topic: str) -> Any:
+def _topic_consumer(bootstrap: str, topics: list[str]) -> Any:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000)
-    partitions = consumer.partitions_for_topic(topic) or {0}
-    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+    assignment = []
+    for topic in topics:
+        partitions = consumer.partitions_for_topic(topic) or {0}
+        assignment += [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(assignment)
     consumer.seek_to_beginning()
     return consumer
+
+
+def write_subscriptions(path: Path, webhook_url: str | None, webhook_secret: str | None) -> None:
+    """The demo's subscriptions: the `alerts` Kafka topic (read back by the table), plus a webhook."""
+    subscriptions: list[dict[str, Any]] = [{"name": "demo-kafka", "kind": "kafka", "topic": "alerts"}]
+    if webhook_url is not None:
+        subscriptions.append(
+            {
+                "name": "demo-webhook",
+                "kind": "webhook",
+                "url": webhook_url,
+                "secret": webhook_secret or DEFAULT_WEBHOOK_SECRET,
+                "backoff_max": "10s",
+            }
+        )
+    # JSON is YAML: no quoting surprises for URLs or secrets.
+    path.write_text(json.dumps({"subscriptions": subscriptions}, indent=2), encoding="utf-8")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,44 +147,55 @@ def run(args: argparse.Namespace) -> int:
     refresh = args.refresh or (1.0 if live else 5.0)
     configure_logging("WARNING")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # connection chatter would tear the table
-    broker = EmbeddedBroker()
-    try:
-        broker.start()
-    except BrokerError as error:
-        broker.stop()
-        raise UsageError(str(error)) from None
-    stop = threading.Event()
-    feeder: threading.Thread | None = None
-    service: subprocess.Popen[bytes] | None = None
-    try:
-        # The service runs as its own process, exactly as `finsent run` would.
-        command = [sys.executable, "-m", "finsent", "run", "--bootstrap-servers", broker.bootstrap]
-        command += ["--group-id", "finsent-demo", "--metrics-host", "127.0.0.1", "--log-level", "WARNING"]
-        command += ["--metrics-port", str(args.metrics_port)]
-        # Short group timings: the embedded broker holds a join for a good part of the session timeout.
-        command += ["--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000"]
-        if args.model is not None:
-            command += ["--model-dir", str(args.model)]
-        service = subprocess.Popen(command)
-        feeder = threading.Thread(
-            target=_feed, args=(broker.bootstrap, headlines, args.rate, stop), name="demo-replay", daemon=True
-        )
-        feeder.start()
-        print(
-            f"finsent demo: broker {broker.bootstrap}, service pid {service.pid}, replaying {len(headlines)} "
-            f"tweets at {args.rate:g}/s" + ("" if args.duration is None else f" for {args.duration:g}s"),
-            flush=True,
-        )
-        _show(service, broker.bootstrap, args.duration, refresh, live)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop.set()
-        if feeder is not None:
-            feeder.join(timeout=5)
-        if service is not None:
-            _stop_service(service)
-        broker.stop()
+    with tempfile.TemporaryDirectory(prefix="finsent-demo-") as scratch:
+        work = Path(scratch)
+        subscriptions = work / "subscriptions.yaml"
+        write_subscriptions(subscriptions, args.webhook_url, args.webhook_secret)
+        broker = EmbeddedBroker()
+        try:
+            broker.start()
+        except BrokerError as error:
+            broker.stop()
+            raise UsageError(str(error)) from None
+        stop = threading.Event()
+        feeder: threading.Thread | None = None
+        service: subprocess.Popen[bytes] | None = None
+        try:
+            # The service runs as its own process, exactly as `finsent run` would.
+            command = [sys.executable, "-m", "finsent", "run", "--bootstrap-servers", broker.bootstrap]
+            command += ["--group-id", "finsent-demo", "--metrics-host", "127.0.0.1", "--log-level", "WARNING"]
+            command += ["--metrics-port", str(args.metrics_port)]
+            # Short group timings: the embedded broker holds a join for a good part of the session timeout.
+            command += ["--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000"]
+            command += ["--rules", str(args.rules or DEFAULT_RULES), "--subscriptions", str(subscriptions)]
+            command += ["--state-dir", str(work / "state"), *DEMO_MONITOR]
+            if args.model is not None:
+                command += ["--model-dir", str(args.model)]
+            service = subprocess.Popen(command)
+            feeder = threading.Thread(
+                target=_feed,
+                args=(broker.bootstrap, headlines, args.rate, stop),
+                name="demo-replay",
+                daemon=True,
+            )
+            feeder.start()
+            print(
+                f"finsent demo: broker {broker.bootstrap}, service pid {service.pid}, replaying "
+                f"{len(headlines)} headlines at {args.rate:g}/s"
+                + ("" if args.duration is None else f" for {args.duration:g}s")
+                + ("" if args.webhook_url is None else f"; alerts also to {args.webhook_url}"),
+                flush=True,
+            )
+            _show(service, broker.bootstrap, args.duration, refresh, live)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop.set()
+            if feeder is not None:
+                feeder.join(timeout=5)
+            if service is not None:
+                _stop_service(service)
+            broker.stop()
     return 0
 
 
@@ -141,7 +216,7 @@ def _feed(bootstrap: str, headlines: list[Headline], rate: float, stop: threadin
 
 
 def _stop_service(service: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (the service finishes its batch and commits), SIGKILL if it hangs."""
+    """SIGTERM (the service finishes its batch, checkpoints and commits), SIGKILL if it hangs."""
     if service.poll() is None:
         service.send_signal(signal.SIGTERM)
         try:
@@ -151,11 +226,62 @@ def _stop_service(service: subprocess.Popen[bytes]) -> None:
             service.wait()
 
 
+@dataclass
+class AlertBoard:
+    """Alerts read back from the `alerts` topic: what fires now, and the latest transitions."""
+
+    firing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    history: list[str] = field(default_factory=list)
+    fired: int = 0
+    resolved: int = 0
+    seen: set[str] = field(default_factory=set)
+
+    def add(self, event: dict[str, Any]) -> None:
+        """Apply one alert event (an idempotency key seen before is ignored)."""
+        key = str(event.get("notification_key"))
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        fingerprint = str(event.get("fingerprint"))
+        when = _clock(event.get("ends_at") or event.get("starts_at"))
+        line = f"{when} {event.get('status', '?'):8} {event.get('rule')} on {event.get('topic')}"
+        line += f": {event.get('annotations', {}).get('summary', '')}"
+        if event.get("status") == "firing":
+            self.firing[fingerprint] = event
+            if not event.get("repeat"):
+                self.fired += 1
+        else:
+            self.firing.pop(fingerprint, None)
+            self.resolved += 1
+        self.history = [*self.history, line][-6:]
+
+    def render(self) -> str:
+        """The alert section of the table."""
+        lines = [f"alerts: {len(self.firing)} firing ({self.fired} fired, {self.resolved} resolved so far)"]
+        for event in self.firing.values():
+            lines.append(
+                f"  FIRING  [{event.get('severity')}] {event.get('rule')} on {event.get('topic')} "
+                f"since {_clock(event.get('starts_at'))}: {event.get('annotations', {}).get('summary', '')}"
+            )
+        if self.history:
+            lines.append("recent:")
+            lines += [f"  {line}" for line in self.history]
+        return "\n".join(lines)
+
+
+def _clock(epoch: Any) -> str:
+    try:
+        return datetime.fromtimestamp(float(epoch)).strftime("%H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "--:--:--"
+
+
 def _show(
     service: subprocess.Popen[bytes], bootstrap: str, duration: float | None, refresh: float, live: bool
 ) -> None:
-    consumer = _scored_consumer(bootstrap, "news.scored")
+    consumer = _topic_consumer(bootstrap, ["news.scored", "alerts"])
     stats = TopicStats()
+    board = AlertBoard()
     started = time.monotonic()
     next_draw = started + refresh
     try:
@@ -164,24 +290,30 @@ def _show(
                 raise UsageError(
                     f"the service exited with code {service.returncode} (see its messages above)"
                 )
-            for batch in consumer.poll(timeout_ms=200).values():
-                for record in batch:
-                    stats.add(json.loads(record.value))
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    try:
+                        value = json.loads(record.value)
+                    except (TypeError, ValueError):
+                        continue
+                    if record.topic == "alerts":
+                        board.add(value)
+                    else:
+                        stats.add(value)
             now = time.monotonic()
             if now >= next_draw:
                 next_draw = now + refresh
-                _draw(stats, now - started, live)
-        _draw(stats, time.monotonic() - started, live)
+                _draw(stats, board, now - started, live)
+        _draw(stats, board, time.monotonic() - started, live)
     finally:
         consumer.close()
 
 
-def _draw(stats: TopicStats, elapsed: float, live: bool) -> None:
+def _draw(stats: TopicStats, board: AlertBoard, elapsed: float, live: bool) -> None:
     title = f"finsent demo: {stats.total} scored in {elapsed:.0f}s ({stats.total / max(elapsed, 1e-9):.1f}/s)"
-    table = render(stats, title)
+    table = render(stats, title) + "\n\n" + board.render()
     if live:
         sys.stdout.write(CLEAR + table + "\n(Ctrl-C to stop)\n")
     else:
         sys.stdout.write(table + "\n\n")
     sys.stdout.flush()
-    logging.getLogger("finsent.demo").debug("drawn")

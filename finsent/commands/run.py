@@ -9,18 +9,21 @@ import sys
 from typing import Any
 
 from finsent.config import add_config_arguments, config_from_args
-from finsent.pipeline import Service
+from finsent.stages import StageRunner
 
 
 def register(subparsers: Any) -> None:
     """Add the run subcommand."""
     parser = subparsers.add_parser(
         "run",
-        help="run the streaming service: news.raw -> classify -> news.scored / news.dlq",
-        description="Consume the input topic in a consumer group, validate each message, classify valid ones "
-        "in micro-batches, produce scored records (keyed by topic label) and DLQ records, and commit offsets "
-        "only after the broker acknowledged them (at-least-once). Serves /metrics, /healthz and /readyz. "
-        "SIGTERM finishes the in-flight batch, commits and exits 0.",
+        help="run the streaming service: classify -> monitor -> alerts (all stages, or one with --stage)",
+        description="Stage classify consumes the input topic in a consumer group, validates each message, "
+        "classifies valid ones in micro-batches, produces scored records (keyed by topic label) and DLQ records, "
+        "and commits offsets only after the broker acknowledged them (at-least-once). Stage monitor keeps "
+        "per-topic windows and baselines from the scored topic (checkpointed in --state-dir) and writes window "
+        "snapshots to --windows-topic; stage alerts evaluates --rules on them and delivers to --subscriptions. "
+        "--stage all (the default) runs the three in one process. Serves /metrics, /healthz and /readyz. "
+        "SIGTERM finishes in-flight work, persists state, commits and exits 0.",
     )
     add_config_arguments(parser)
     parser.set_defaults(handler=run)
@@ -37,10 +40,10 @@ def configure_logging(level: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate settings, load the model, serve until SIGTERM/SIGINT."""
+    """Validate settings and rule files, start the stages, serve until SIGTERM/SIGINT."""
     config = config_from_args(args)
     configure_logging(config.log_level)
     logging.getLogger("finsent.run").info("settings: %s", json.dumps(config.redacted(), sort_keys=True))
-    service = Service(config)
-    service.install_signal_handlers()
-    return service.run()
+    runner = StageRunner(config)
+    runner.install_signal_handlers()
+    return runner.run()

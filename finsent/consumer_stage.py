@@ -1,0 +1,198 @@
+"""Shared skeleton of the monitor and alerts stages: one consumer-group member with manual commits."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+
+from ingest import KafkaSettings, consumer_config
+from ingest.loop import Backoff
+
+log = logging.getLogger("finsent.stages")
+
+
+class ConsumerStage(ABC):
+    """Reads one topic in a consumer group; subclasses handle records, tick, and say when to commit.
+
+    Offsets are committed only through :meth:`commit_handled`, which subclasses call once whatever the
+    handled records changed is durable (a checkpoint, a database transaction): at-least-once.
+    """
+
+    name = "stage"
+
+    def __init__(self, kafka: KafkaSettings, topic: str, *, max_poll_records: int = 500) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.max_poll_records = max_poll_records
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards positions: rebalance callbacks run on the IO thread
+        self._consumer: Any = None
+        self._positions: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._backoff = Backoff(0.5, 15.0)
+        self._ok = False
+        self.failed = False
+
+    # ------------------------------------------------------------- subclass hooks
+
+    @abstractmethod
+    def handle(self, record: Any) -> None:
+        """Apply one consumed record (must not raise for bad input: count and log it)."""
+
+    @abstractmethod
+    def tick(self) -> None:
+        """Periodic work between polls (evaluation, checkpoints)."""
+
+    @abstractmethod
+    def finish(self) -> None:
+        """Stopping: make everything handled durable and commit it."""
+
+    @abstractmethod
+    def on_error(self, kind: str) -> None:
+        """Count a recoverable failure of the given kind (connect, broker, commit)."""
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self) -> None:
+        """Finish, persist, commit and return from run() (safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested."""
+        return self._stop.is_set()
+
+    @property
+    def ready(self) -> bool:
+        """Connected, with partitions assigned and the last poll answered."""
+        consumer = self._consumer
+        if consumer is None or not self._ok:
+            return False
+        try:
+            return bool(consumer.assignment())
+        except Exception:  # a closing client; readiness is best effort
+            return False
+
+    def run(self) -> None:
+        """Connect (retrying with backoff) and serve until stopped, then finish and close."""
+        try:
+            while not self._stop.is_set():
+                if self._consumer is None and not self._connect():
+                    continue
+                try:
+                    self._serve()
+                except (KafkaError, OSError) as error:
+                    self.on_error("broker")
+                    self._ok = False
+                    delay = self._backoff.next_delay()
+                    log.warning("%s stage: broker error %s; retrying in %.1fs", self.name, error, delay)
+                    self._stop.wait(delay)
+            if self._consumer is not None:
+                self.finish()
+        except Exception:
+            self.failed = True
+            raise
+        finally:
+            self._close()
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _connect(self) -> bool:
+        try:
+            consumer = KafkaConsumer(**consumer_config(self.kafka, self.max_poll_records))
+            consumer.subscribe([self.topic], listener=_Listener(self))
+            self._consumer = consumer
+        except (KafkaError, OSError) as error:
+            self.on_error("connect")
+            delay = self._backoff.next_delay()
+            log.warning(
+                "%s stage: cannot connect to %s (%s); retrying in %.1fs",
+                self.name,
+                self.kafka.bootstrap_servers,
+                error,
+                delay,
+            )
+            self._stop.wait(delay)
+            return False
+        log.info("%s stage: reading %s as group %s", self.name, self.topic, self.kafka.group_id)
+        return True
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            batches = self._consumer.poll(timeout_ms=200, max_records=self.max_poll_records)
+            self._ok = True
+            self._backoff.reset()
+            for batch in batches.values():
+                for record in batch:
+                    self.handle(record)
+                    with self._lock:
+                        self._positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            # Not under the lock: tick may commit, and a commit may wait on the IO thread's listener.
+            self.tick()
+
+    def handled_positions(self) -> dict[TopicPartition, int]:
+        """Next offset per owned partition after the records handled so far."""
+        with self._lock:
+            return dict(self._positions)
+
+    def commit_handled(self, positions: dict[TopicPartition, int]) -> None:
+        """Commit positions taken by :meth:`handled_positions` (once what they cover is durable)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        with self._lock:
+            owned = set(self._positions)
+            todo = {
+                tp: OffsetAndMetadata(pos, "", -1)
+                for tp, pos in positions.items()
+                if tp in owned and self._committed.get(tp) != pos
+            }
+        if not todo:
+            return
+        try:
+            consumer.commit(todo)
+        except (KafkaError, OSError, AssertionError) as error:
+            # What they cover is durable; a lost commit only means a replay (deduplicated) later.
+            self.on_error("commit")
+            log.warning(
+                "%s stage: commit failed (%s); a later commit or a replay covers it", self.name, error
+            )
+            return
+        with self._lock:
+            self._committed.update({tp: meta.offset for tp, meta in todo.items()})
+
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Partitions moved away: forget their positions (the next owner replays from the last commit)."""
+        with self._lock:
+            for tp in partitions:
+                self._positions.pop(tp, None)
+                self._committed.pop(tp, None)
+
+    def _close(self) -> None:
+        self._ok = False
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception as error:  # closing is best effort
+                log.warning("%s stage: consumer close: %s", self.name, error)
+            self._consumer = None
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Drops positions of partitions that move; nothing blocking runs on the client's IO thread."""
+
+    def __init__(self, stage: ConsumerStage) -> None:
+        self.stage = stage
+
+    def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        """Forget the revoked partitions' positions."""
+        self.stage.revoked(set(revoked))
+
+    def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        """Nothing to do: positions come from the group's committed offsets."""
+        log.info("%s stage: partitions assigned: %s", self.stage.name, sorted(map(str, assigned)))

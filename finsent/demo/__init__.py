@@ -1,0 +1,1 @@
+"""Demo assets: default alert rules and a replay stream with an injected negative surge."""

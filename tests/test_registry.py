@@ -1,0 +1,141 @@
+"""The on-disk model registry: versions, atomic CURRENT pointer, rollback history, retention, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from finsent.cli import main
+from model.manifest import MANIFEST_FILE, ModelIntegrityError, write_manifest
+from model.registry import CURRENT_FILE, ModelRegistry, RegistryError, write_atomic
+
+
+def fake_model(folder: Path, version: str) -> Path:
+    """A tiny model directory with a valid manifest (hashes real, content fake)."""
+    folder.mkdir(parents=True)
+    (folder / "model.int8.onnx").write_bytes(f"onnx {version}".encode())
+    (folder / "tokenizer.json").write_text("{}")
+    write_manifest(folder, version=version, max_tokens=16, temperatures={}, training_report={}, parity={})
+    return folder
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(tmp_path / "registry", keep=3)
+
+
+def test_init_from_imports_the_shipped_model_once(registry: ModelRegistry, tmp_path: Path) -> None:
+    shipped = fake_model(tmp_path / "shipped", "v1")
+    assert registry.current_version() is None
+    assert registry.init_from(shipped) == "v1"
+    assert registry.current_version() == "v1"
+    assert (registry.root / CURRENT_FILE).read_text().strip() == "v1"
+    assert registry.init_from(fake_model(tmp_path / "other", "v9")) is None
+    assert [info.version for info in registry.versions()] == ["v1"]
+
+
+def test_add_renames_version_and_keeps_hashes_valid(registry: ModelRegistry, tmp_path: Path) -> None:
+    source = fake_model(tmp_path / "m", "v1")
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    registry.add(source, version="copy-2", checkpoint_dir=checkpoint, report={"decision": "promoted"})
+    manifest = json.loads((registry.version_dir("copy-2") / MANIFEST_FILE).read_text())
+    assert manifest["version"] == "copy-2"
+    assert registry.checkpoint_dir("copy-2") is not None
+    assert json.loads((registry.version_dir("copy-2") / "report.json").read_text()) == {
+        "decision": "promoted"
+    }
+    with pytest.raises(RegistryError, match="already exists"):
+        registry.add(source, version="copy-2")
+    with pytest.raises(RegistryError, match="invalid version"):
+        registry.add(source, version="../escape")
+    assert registry.current_version() is None, "add never changes CURRENT"
+
+
+def test_add_refuses_a_tampered_model(registry: ModelRegistry, tmp_path: Path) -> None:
+    source = fake_model(tmp_path / "m", "v1")
+    (source / "model.int8.onnx").write_bytes(b"tampered")
+    with pytest.raises(ModelIntegrityError):
+        registry.add(source)
+    assert not registry.versions_dir.exists() or not any(registry.versions_dir.iterdir())
+
+
+def test_promote_rollback_walks_the_history(registry: ModelRegistry, tmp_path: Path) -> None:
+    for name in ("v1", "v2", "v3"):
+        registry.add(fake_model(tmp_path / name, name))
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        registry.rollback()
+    registry.promote("v1")
+    registry.promote("v2")
+    registry.promote("v3")
+    assert registry.previous_version() == "v2"
+    assert registry.rollback() == "v2"
+    assert registry.current_version() == "v2"
+    assert registry.rollback() == "v1"
+    with pytest.raises(RegistryError):
+        registry.rollback()
+    registry.promote("v3")
+    assert registry.previous_version() == "v1"
+    with pytest.raises(RegistryError, match="no version"):
+        registry.promote("v404")
+    assert [event["action"] for event in registry.history()] == [
+        "promote",
+        "promote",
+        "promote",
+        "rollback",
+        "rollback",
+        "promote",
+    ]
+
+
+def test_prune_keeps_n_and_never_deletes_current_or_previous(registry: ModelRegistry, tmp_path: Path) -> None:
+    registry.add(fake_model(tmp_path / "v1", "v1"))
+    registry.promote("v1")
+    registry.add(fake_model(tmp_path / "v2", "v2"))
+    registry.promote("v2")
+    for name in ("v3", "v4", "v5"):
+        registry.add(fake_model(tmp_path / name, name))
+    deleted = registry.prune()
+    assert deleted == ["v3", "v4"]  # oldest that are neither current (v2) nor previous (v1)
+    assert [info.version for info in registry.versions()] == ["v1", "v2", "v5"]
+    registry.add(fake_model(tmp_path / "v6", "v6"))
+    registry.promote("v6")  # now v6 current, v2 previous: v1 is the oldest unprotected one
+    assert [info.version for info in registry.versions()] == ["v2", "v5", "v6"]
+
+
+def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "pointer"
+    write_atomic(path, "a\n")
+    write_atomic(path, "b\n")
+    assert path.read_text() == "b\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["pointer"], "no temp files left behind"
+
+
+def test_retrain_request_is_written_once_and_cleared(registry: ModelRegistry) -> None:
+    assert registry.pending_request() is None
+    assert registry.request_retrain("topic prediction drift", {"divergence": 0.3})
+    assert not registry.request_retrain("again")
+    request = registry.pending_request()
+    assert request is not None and request["reason"] == "topic prediction drift"
+    registry.clear_request()
+    assert registry.pending_request() is None
+
+
+def test_model_cli_list_promote_rollback_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(tmp_path / "registry")
+    first = fake_model(tmp_path / "a", "v1")
+    assert main(["model", "--registry", root, "import", str(first), "--promote"]) == 0
+    assert main(["model", "--registry", root, "import", str(first), "--version", "v2"]) == 0
+    assert main(["model", "--registry", root, "promote", "v2"]) == 0
+    capsys.readouterr()
+    assert main(["model", "--registry", root, "list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].startswith("< v1") and listing[1].startswith("* v2")
+    assert main(["model", "--registry", root, "rollback"]) == 0
+    assert "current version: v1" in capsys.readouterr().out
+    assert main(["model", "--registry", root, "promote", "nope"]) == 2
+    assert "no version 'nope'" in capsys.readouterr().err
+    assert main(["model", "--registry", root, "rollback"]) == 2

@@ -1,0 +1,286 @@
+"""Pure logic of the monitor and alerts stages: clock, record parsing, snapshot round trip, checkpoints."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from finsent.alerts_stage import AlertsStage, load_alert_files, parse_windows_record
+from finsent.config import ServiceConfig, load_config
+from finsent.errors import UsageError
+from finsent.monitor_stage import (
+    MonitorClock,
+    MonitorStage,
+    event_time_of,
+    parse_scored,
+    windows_records,
+)
+from monitor import Headline, Monitor, MonitorConfig, WindowSnapshot
+
+
+class FakeWall:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_clock_follows_event_time_then_wall_time() -> None:
+    wall = FakeWall()
+    clock = MonitorClock(wall)
+    assert clock.now() is None
+    clock.advance(500.0)  # a historical replay: event time far behind the wall
+    assert clock.now() == 500.0
+    wall.now += 7
+    assert clock.now() == 507.0  # idle: moves with the wall clock
+    clock.advance(503.0)  # an older event does not move it back
+    assert clock.now() == 507.0
+    clock.advance(600.0)
+    assert clock.now() == 600.0
+    wall.now -= 100  # a wall clock stepping back never moves the monitor clock back
+    assert clock.now() == 600.0
+
+
+def test_event_time_prefers_published_at_then_kafka_timestamp() -> None:
+    assert event_time_of({"published_at": "2026-01-01T00:00:10Z"}, 5) == 1767225610.0
+    assert event_time_of({"published_at": "2026-01-01T01:00:10+01:00"}, None) == 1767225610.0
+    assert event_time_of({"published_at": None}, 2500) == 2.5
+    with pytest.raises(ValueError):
+        event_time_of({"published_at": "2026-01-01T00:00:10"}, None)  # no offset
+    with pytest.raises(ValueError):
+        event_time_of({}, None)
+
+
+def scored(**overrides: object) -> bytes:
+    record: dict[str, object] = {
+        "id": "a",
+        "headline": "Oil plunges",
+        "topic": "Energy | Oil",
+        "sentiment": "negative",
+        "sentiment_scores": {"negative": 0.9, "neutral": 0.05, "positive": 0.05},
+        "published_at": "2026-01-01T00:00:10Z",
+    }
+    record.update(overrides)
+    return json.dumps(record).encode()
+
+
+def test_parse_scored_accepts_the_contract_and_names_problems() -> None:
+    fields = parse_scored(scored(), None)
+    assert (fields.id, fields.topic, fields.sentiment, fields.p_negative) == (
+        "a",
+        "Energy | Oil",
+        "negative",
+        0.9,
+    )
+    for bad, problem in (
+        (b"not json", "not JSON"),
+        (b"[1]", "not a JSON object"),
+        (scored(id=""), "id"),
+        (scored(topic=None), "topic"),
+        (scored(sentiment_scores={"negative": "high"}), "sentiment_scores.negative"),
+        (scored(published_at=17), "published_at"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            parse_scored(bad, None)
+    with pytest.raises(ValueError):
+        parse_scored(None, None)
+
+
+def sample_snapshot() -> WindowSnapshot:
+    return WindowSnapshot(
+        topic="Energy | Oil",
+        window="1m",
+        window_seconds=60,
+        end=1234.5,
+        volume=12,
+        negative=9,
+        rate=0.75,
+        expected_rate=0.7,
+        baseline_mean=None,
+        baseline_std=None,
+        surge=None,
+        headlines=(Headline(0.93, "x1", "Oil plunges", 1230.0), Headline(0.9, "x2", "Crude sinks", 1220.0)),
+    )
+
+
+def test_snapshot_dict_round_trip_through_a_windows_record() -> None:
+    snapshot = sample_snapshot()
+    assert WindowSnapshot.from_dict(json.loads(json.dumps(snapshot.to_dict()))) == snapshot
+    ((key, value),) = windows_records([snapshot], now=1234.5)
+    assert key == "Energy | Oil" and value["topic"] == key
+    now, snapshots = parse_windows_record(json.dumps(value).encode())
+    assert now == 1234.5 and snapshots == [snapshot]
+    with pytest.raises(ValueError, match="malformed"):
+        parse_windows_record(b'{"now": 1, "windows": [{"topic": "t"}]}')
+
+
+def test_windows_records_group_by_topic_and_drop_non_finite() -> None:
+    monitor = Monitor(MonitorConfig(horizons=(60, 300), bucket_seconds=5, min_volume=1))
+    monitor.observe("1", "A", "negative", 0.9, 100.0, "a")
+    monitor.observe("2", "B", "positive", 0.1, 101.0, "b")
+    records = windows_records(monitor.snapshot(102.0), now=102.0)
+    assert [key for key, _ in records] == ["A", "B"]
+    assert all(len(value["windows"]) == 2 for _, value in records)
+    odd = WindowSnapshot("C", "1m", 60, 1.0, 30, 30, 1.0, 1.0, 0.0, 0.0, float("inf"), ())
+    ((_, value),) = windows_records([odd], now=1.0)
+    assert value["windows"][0]["surge"] is None
+    json.dumps(value, allow_nan=False)
+
+
+def stage_config(tmp_path: Path, **flags: str) -> ServiceConfig:
+    base = {
+        "state_dir": str(tmp_path / "state"),
+        "windows": "1m,5m",
+        "bucket_seconds": "5",
+        "min_volume": "2",
+        "baseline_min_samples": "2",
+        "bootstrap_servers": "127.0.0.1:1",
+    }
+    return load_config({**base, **flags}, None, environ={})
+
+
+@dataclass
+class ListSink:
+    """Collects window records in memory (the unit under test is the stage's logic, not Kafka)."""
+
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    flushed: int = 0
+
+    def send(self, key: str, value: dict[str, Any]) -> None:
+        self.sent.append((key, value))
+
+    def flush(self) -> None:
+        self.flushed = len(self.sent)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Record:
+    """The fields of a consumed Kafka record the stage reads."""
+
+    value: bytes | None
+    offset: int
+    topic: str = "news.scored"
+    partition: int = 0
+    timestamp: int | None = None
+
+
+def test_checkpoint_restores_windows_baselines_dedupe_and_clock(tmp_path: Path) -> None:
+    config = stage_config(tmp_path)
+    wall = FakeWall(1_767_240_000.0)  # an hour after the events: none is clamped as "future"
+    stage = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall)
+    for index in range(60):
+        stamp = f"2026-01-01T00:{index // 6:02d}:{(index % 6) * 10:02d}Z"
+        sentiment = "negative" if index % 4 == 0 else "neutral"
+        stage.handle(Record(scored(id=f"m{index}", sentiment=sentiment, published_at=stamp), index))
+    stage.handle(Record(b"garbage", 60))  # counted, not fatal
+    assert stage.malformed._value.get() == 1
+    wall.now += 3
+    stage.checkpoint()
+    assert (tmp_path / "state" / "monitor.json").is_file()
+    now = stage.clock.now()
+    assert now is not None
+    before = stage.monitor.snapshot(now)
+
+    restored = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall)
+    assert restored.clock.now() == now
+    after = restored.monitor.snapshot(now)
+    assert after == before
+    assert any(s.baseline_mean is not None for s in after)
+    # A replayed record is a duplicate for the restored monitor, not a second count.
+    restored.handle(Record(scored(id="m59", published_at="2026-01-01T00:09:50Z"), 59))
+    assert restored.monitor.counters.duplicate == 1
+
+
+def test_bad_rules_file_is_a_usage_error_naming_the_file(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: x\n    window: 1m\n", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"rules\.yaml.*rate_above"):
+        load_alert_files(stage_config(tmp_path, rules=str(rules)))
+    rules.write_text("rules:\n  - name: x\n    window: 15m\n    rate_above: 0.5\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="15m"):
+        load_alert_files(stage_config(tmp_path, rules=str(rules)))  # not one of the monitor's windows
+
+
+def test_stage_settings_are_validated_naming_the_field(tmp_path: Path) -> None:
+    config = stage_config(tmp_path, eval_interval="500ms", stage="MONITOR")
+    assert config.eval_interval == 0.5 and config.stage == "monitor"
+    assert config.monitor_config().horizons == (60, 300)
+    for flags, name in (
+        ({"stage": "score"}, "--stage"),
+        ({"eval_interval": "soon"}, "--eval-interval"),
+        ({"eval_interval": "0"}, "eval_interval"),
+        ({"windows": "1m,7s"}, "windows"),
+        ({"windows": "fortnight"}, "windows"),
+        ({"windows_topic": "news.scored"}, "windows_topic"),
+        ({"rules": str(tmp_path / "missing.yaml")}, "rules"),
+    ):
+        with pytest.raises(UsageError, match=name):
+            stage_config(tmp_path, **flags)
+
+
+def test_a_fast_replay_is_evaluated_every_bucket_of_event_time(tmp_path: Path) -> None:
+    sink = ListSink()
+    stage = MonitorStage(stage_config(tmp_path), CollectorRegistry(), sink=sink, wall=FakeWall(5e9))
+    for index in range(120):  # ten minutes of event time, handled in no wall time at all
+        stamp = f"2026-01-01T00:{index // 12:02d}:{(index % 12) * 5:02d}Z"
+        stage.handle(Record(scored(id=f"r{index}", published_at=stamp), index))
+    evaluated_at = sorted({value["now"] for _, value in sink.sent})
+    assert len(evaluated_at) >= 110
+    assert all(b - a <= 10 for a, b in itertools.pairwise(evaluated_at))
+
+
+def window_record(now: float, volume: int, negative: int, offset: int) -> Record:
+    snapshot = WindowSnapshot(
+        "Energy | Oil", "1m", 60, now, volume, negative, negative / volume, 0.5, 0.2, 0.05, 9.0, ()
+    )
+    ((_, value),) = windows_records([snapshot], now)
+    return Record(json.dumps(value).encode(), offset, topic="news.windows")
+
+
+def transitions(registry: CollectorRegistry) -> dict[str, float]:
+    return {
+        status: registry.get_sample_value(
+            "finsent_alert_transitions_total", {"rule": "oil", "status": status}
+        )
+        or 0.0
+        for status in ("firing", "resolved")
+    }
+
+
+def test_alerts_stage_restores_its_engine_so_a_restart_does_not_fire_again(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - name: oil\n    window: 1m\n    rate_above: 0.6\n    min_volume: 10\n    for: 10s\n",
+        encoding="utf-8",
+    )
+    config = stage_config(tmp_path, rules=str(rules))
+    registry = CollectorRegistry()
+    stage = AlertsStage(config, registry, *load_alert_files(config))
+    for offset, now in enumerate((100.0, 105.0, 111.0)):
+        stage.handle(window_record(now, 20, 18, offset))
+    stage.handle(Record(b"{}", 3, topic="news.windows"))  # malformed: counted, skipped
+    assert [(a.rule, a.state) for a in stage.engine.active()] == [("oil", "firing")]
+    assert stage.malformed._value.get() == 1
+    assert transitions(registry) == {"firing": 1.0, "resolved": 0.0}
+    stage.dispatcher.close()
+
+    registry = CollectorRegistry()
+    restarted = AlertsStage(config, registry, *load_alert_files(config))
+    assert [(a.rule, a.state) for a in restarted.engine.active()] == [("oil", "firing")]
+    restarted.handle(window_record(111.0, 20, 18, 2))  # a replayed record: nothing new
+    restarted.handle(window_record(130.0, 20, 2, 4))  # calm: resolves
+    assert transitions(registry) == {"firing": 0.0, "resolved": 1.0}
+    assert restarted.engine.active() == []
+    restarted.dispatcher.close()
