@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "finsent.commands.produce",
     "finsent.commands.retrain",
     "finsent.commands.model_registry",
+    "finsent.commands.bench",
 )
 
 
