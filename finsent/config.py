@@ -119,7 +119,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("min_volume", int, 20, "windows below this volume get no surge statistic", minimum=1),
     Option("baseline_half_life", float, 6 * 3600.0, "half-life of the negative-rate baseline"),
     Option("baseline_min_samples", int, 30, "baseline samples before surges are scored", minimum=1),
-    # Model registry, hot swap and drift (README.retrain.md).
+    # Model registry, hot swap and drift (README.md).
     Option(
         "registry",
         Path,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -33,7 +33,10 @@ class ServiceMetrics:
             "finsent_messages_invalid", "Records sent to the DLQ, by reason.", ["reason"], registry=r
         )
         self.scored_total = Counter(
-            "finsent_messages_scored", "Records scored and acknowledged.", ["news_topic", "sentiment"], registry=r
+            "finsent_messages_scored",
+            "Records scored and acknowledged.",
+            ["news_topic", "sentiment"],
+            registry=r,
         )
         self.batch_size = Histogram(
             "finsent_batch_size_messages", "Messages per micro-batch.", buckets=BATCH_BUCKETS, registry=r
@@ -103,6 +106,12 @@ class ServiceMetrics:
     def set_model(self, version: str, variant: str, provider: str) -> None:
         """Publish finsent_model_info (an Info holds one label set: the previous version's is replaced)."""
         self.model_info.info({"version": version, "variant": variant, "provider": provider})
+
+    def declare_labels(self, topics: Sequence[str], sentiments: Sequence[str]) -> None:
+        """Create every topic x sentiment scored series at 0, so rate() sees each series' first increment."""
+        for topic in topics:
+            for sentiment in sentiments:
+                self.scored_total.labels(news_topic=topic, sentiment=sentiment)
 
     def set_drift(
         self, task: str, divergence: float | None, confidence_mean: float, low_share: float

@@ -16,7 +16,7 @@ from finsent.errors import UsageError
 from finsent.hotswap import DriftMonitor, EngineHolder, RegistryWatcher, holder_classifier
 from finsent.metrics import MetricsServer, ServiceMetrics
 from ingest import Classifier, StreamLoop
-from model import Engine, ModelIntegrityError
+from model import SENTIMENT_LABELS, TOPIC_LABELS, Engine, ModelIntegrityError
 from model.data import DEFAULT_DATA_DIR
 from model.registry import ModelRegistry, RegistryError
 
@@ -70,6 +70,7 @@ class Service:
         # A shared registry and serve_metrics=False when the stage runner serves one endpoint for all stages.
         self.metrics = ServiceMetrics(registry)
         self.metrics.set_model(self.engine.version, self.engine.variant, self.engine.providers[0])
+        self.metrics.declare_labels(TOPIC_LABELS, SENTIMENT_LABELS)
         self.drift = DriftMonitor(
             self.metrics,
             config.drift_window,

@@ -2,7 +2,7 @@
 exist, and run `finsent` subcommands with settings the real CLI and config loader accept.
 
 No Docker engine or cluster is needed (none is available where these were written); what that leaves
-unverified is listed in README.deploy.md.
+unverified is listed in README.md.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def quantity_mib(value: str) -> float:
 
 
 def test_classify_resources_match_the_measured_footprint() -> None:
-    """Measured: peak RSS of one classify process ~600 MB; ~87 msg/s on 2 cores (README.deploy.md)."""
+    """Measured: peak RSS of one classify process ~600 MB; ~87 msg/s on 2 cores (README.md)."""
     classify = deployments()["finsent-classify"]
     (container,) = classify["spec"]["template"]["spec"]["containers"]
     resources = container["resources"]

@@ -4,7 +4,7 @@ and the recording rules agree with finsent's own monitor gauges.
 finsent runs scaled out, as the rules are meant for: two `finsent run --stage classify` replicas in one
 consumer group, a `--stage monitor` and a `--stage alerts` process, all scraped every second.
 
-Tolerance of the agreement (also in README.deploy.md): for every topic with at least MIN_VOLUME
+Tolerance of the agreement (also in README.md): for every topic with at least MIN_VOLUME
 messages in the window, |finsent:negative_rate:ratio_rate<w> - finsent_negative_rate{window=<w>}| <=
 RATE_TOLERANCE (absolute). The two are different estimators of the same share: the gauge counts each
 message id once by event time (published_at) inside the window; the rule divides processing-time
@@ -16,7 +16,7 @@ series, i.e. up to about 0.02 of a rate over >= 50 messages (measured). 0.05 all
 catches a rule that sums the wrong thing (one sentiment in the denominator, a ratio of the wrong
 labels), which moves the rate by tenths. On a long-running stream the rule (rate over the last 5m of
 processing time) and the gauge (last 5m of event time) also differ by the stream's lag and by
-duplicates after a crash; see README.deploy.md. Volumes: finsent:messages_scored:increase<w>
+duplicates after a crash; see README.md. Volumes: finsent:messages_scored:increase<w>
 (summed over both replicas) within VOLUME_TOLERANCE (25 %, relative) of finsent_window_messages: the
 same pre-first-scrape loss, measured at up to 12 % here; a rule that dropped a replica or a sentiment
 would be off by a third or more, and a rule left per replica fails the one-series-per-topic checks.
