@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
@@ -31,7 +29,6 @@ def load_engine(config: ServiceConfig, model_dir: Path | None = None) -> Engine:
             model_dir,
             variant=config.variant,
             device=cast(Any, config.device),  # validated against the same choices
-            batch_size=min(64, config.max_batch),
             threads=config.threads,
         )
     except (ModelIntegrityError, ValueError, RuntimeError, FileNotFoundError) as error:
@@ -126,16 +123,6 @@ class Service:
     def stop(self) -> None:
         """Ask the loop to finish the in-flight batch, commit and return."""
         self.loop.request_stop()
-
-    def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the service cleanly (main thread only)."""
-
-        def handle(signum: int, frame: FrameType | None) -> None:
-            log.info("received %s; finishing the in-flight batch", signal.Signals(signum).name)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
 
     def run(self) -> int:
         """Serve until stopped; 0 after a clean stop, 1 if the loop died."""

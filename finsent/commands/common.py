@@ -29,7 +29,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "cpu", "cuda"],
         help="where to run (auto: GPU when usable)",
     )
-    group.add_argument("--batch-size", type=int, default=32, help="texts per inference batch (default 32)")
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="texts per inference run, after sorting by length (default: 8 on CPU, 64 on GPU)",
+    )
     group.add_argument(
         "--max-tokens",
         type=int,
@@ -40,7 +45,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def engine_from_args(args: argparse.Namespace) -> Engine:
     """Load the engine the options describe; problems become one-line usage errors."""
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     try:
         return Engine(
