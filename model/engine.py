@@ -70,6 +70,9 @@ class OnnxSession:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        # Idle ORT threads spin by default; in the service they then steal the core that the Kafka
+        # loop needs (e2e through tansu: 180-189 msg/s spinning, 194-215 not; bench/e2e_throughput.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=providers_for(device))
         self.providers: list[str] = self.session.get_providers()
 
