@@ -30,6 +30,9 @@ def load_engine(config: ServiceConfig, model_dir: Path | None = None) -> Engine:
             variant=config.variant,
             device=cast(Any, config.device),  # validated against the same choices
             threads=config.threads,
+            # Idle ORT threads spin by default and then steal the core the Kafka loop needs
+            # (e2e through tansu: 180-189 msg/s spinning, 188-215 not; bench/e2e_throughput.py).
+            spin=False,
         )
     except (ModelIntegrityError, ValueError, RuntimeError, FileNotFoundError) as error:
         raise UsageError(f"model_dir {model_dir}: {error}") from None

@@ -65,14 +65,13 @@ def providers_for(device: Device) -> list[str]:
 class OnnxSession:
     """An ONNX Runtime session over the two-head graph."""
 
-    def __init__(self, path: Path, device: Device = "auto", threads: int = 0) -> None:
+    def __init__(self, path: Path, device: Device = "auto", threads: int = 0, spin: bool = True) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        # Idle ORT threads spin by default; in the service they then steal the core that the Kafka
-        # loop needs (e2e through tansu: 180-189 msg/s spinning, 194-215 not; bench/e2e_throughput.py).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=providers_for(device))
         self.providers: list[str] = self.session.get_providers()
 
@@ -105,6 +104,7 @@ class Engine:
         max_tokens: int | None = None,
         threads: int = 0,
         verify: bool = True,
+        spin: bool = True,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir, verify=verify)
@@ -119,7 +119,7 @@ class Engine:
         self.max_tokens = max_tokens or int(self.manifest["max_tokens"])
         self.tokenizer = load_tokenizer(self.model_dir, self.max_tokens)
         self.session = OnnxSession(
-            self.model_dir / self.manifest["variants"][self.variant], session_device, threads
+            self.model_dir / self.manifest["variants"][self.variant], session_device, threads, spin
         )
 
     def _choose_variant(self, requested: str, on_gpu: bool) -> str:
