@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -48,6 +48,15 @@ def top_level_list(data: object, key: str, source: str, error: type[ValueError])
     if not isinstance(items, list):
         raise error(f"{source}: {key!r} must be a list")
     return items
+
+
+def reject_duplicate_names(names: Iterable[str], source: str, kind: str, error: type[ValueError]) -> None:
+    """Raise ``error`` naming the first repeated ``kind`` name (a rule or a subscription)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise error(f"{source}: {kind} {name!r}: field 'name': duplicate {kind} name")
+        seen.add(name)
 
 
 class Fields:

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from alerts.fields import LABEL_NAME, SEVERITIES, Fields, load_yaml_list, top_level_list
+from alerts.fields import (
+    LABEL_NAME,
+    SEVERITIES,
+    Fields,
+    load_yaml_list,
+    reject_duplicate_names,
+    top_level_list,
+)
 from monitor.config import window_label
 from monitor.snapshot import WindowSnapshot
 
@@ -165,11 +172,7 @@ def parse_rules(data: object, source: str = "rules") -> list[Rule]:
     """Validate a parsed rules document (``{"rules": [...]}``) into rules; errors name source, rule and field."""
     items = top_level_list(data, "rules", source, RulesError)
     rules = [_parse_rule(item, index, source) for index, item in enumerate(items)]
-    seen: set[str] = set()
-    for rule in rules:
-        if rule.name in seen:
-            raise RulesError(f"{source}: rule {rule.name!r}: field 'name': duplicate rule name")
-        seen.add(rule.name)
+    reject_duplicate_names((rule.name for rule in rules), source, "rule", RulesError)
     return rules
 
 

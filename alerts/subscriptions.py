@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alerts.engine import AlertEvent
-from alerts.fields import SEVERITIES, Fields, load_yaml_list, severity_rank, top_level_list
+from alerts.fields import (
+    SEVERITIES,
+    Fields,
+    load_yaml_list,
+    reject_duplicate_names,
+    severity_rank,
+    top_level_list,
+)
 
 KINDS = ("webhook", "kafka", "alertmanager")
 
@@ -150,13 +157,7 @@ def parse_subscriptions(data: object, source: str = "subscriptions") -> list[Sub
     """Validate a parsed document (``{"subscriptions": [...]}``); errors name source, subscription and field."""
     items = top_level_list(data, "subscriptions", source, SubscriptionsError)
     subscriptions = [_parse_subscription(item, index, source) for index, item in enumerate(items)]
-    seen: set[str] = set()
-    for subscription in subscriptions:
-        if subscription.name in seen:
-            raise SubscriptionsError(
-                f"{source}: subscription {subscription.name!r}: field 'name': duplicate subscription name"
-            )
-        seen.add(subscription.name)
+    reject_duplicate_names((s.name for s in subscriptions), source, "subscription", SubscriptionsError)
     return subscriptions
 
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from finsent.config import ServiceConfig
 from finsent.errors import UsageError
 from finsent.hotswap import DriftMonitor, EngineHolder, RegistryWatcher, holder_classifier
-from finsent.metrics import MetricsServer, ServiceMetrics
+from finsent.metrics import ServiceMetrics
 from ingest import Classifier, StreamLoop
 from model import SENTIMENT_LABELS, TOPIC_LABELS, Engine, ModelIntegrityError
 from model.data import DEFAULT_DATA_DIR
@@ -44,7 +44,7 @@ def engine_classifier(engine: Engine) -> Classifier:
 
 
 class Service:
-    """One `finsent run` instance: engine, stream loop, private metrics registry, HTTP endpoints."""
+    """The classify stage: engine (hot-swappable), stream loop and its metrics; HTTP is the stage runner's."""
 
     def __init__(
         self,
@@ -52,7 +52,6 @@ class Service:
         engine: Engine | None = None,
         *,
         registry: CollectorRegistry | None = None,
-        serve_metrics: bool = True,
     ) -> None:
         self.config = config
         self.model_registry: ModelRegistry | None = None
@@ -67,7 +66,6 @@ class Service:
         self.engine = engine or load_engine(config)
         # Hot swap: the classifier reads the holder once per batch; the watcher replaces its engine.
         self.holder = EngineHolder(self.engine)
-        # A shared registry and serve_metrics=False when the stage runner serves one endpoint for all stages.
         self.metrics = ServiceMetrics(registry)
         self.metrics.set_model(self.engine.version, self.engine.variant, self.engine.providers[0])
         self.metrics.declare_labels(TOPIC_LABELS, SENTIMENT_LABELS)
@@ -97,26 +95,6 @@ class Service:
             observer=self.metrics,
         )
         self._failed = False
-        self.server: MetricsServer | None = None
-        try:
-            if serve_metrics:
-                self.server = MetricsServer(
-                    self.metrics.registry,
-                    config.metrics_host,
-                    config.metrics_port,
-                    healthy=lambda: not self._failed,
-                    ready=lambda: self.loop.ready,
-                )
-        except OSError as error:
-            raise UsageError(
-                f"metrics_port: cannot listen on {config.metrics_host}:{config.metrics_port}: {error.strerror}"
-            ) from None
-
-    @property
-    def metrics_url(self) -> str:
-        """Where /metrics is served (by this service, or by the stage runner that owns the registry)."""
-        port = self.config.metrics_port if self.server is None else self.server.port
-        return f"http://{self.config.metrics_host}:{port}/metrics"
 
     @property
     def failed(self) -> bool:
@@ -129,17 +107,14 @@ class Service:
 
     def run(self) -> int:
         """Serve until stopped; 0 after a clean stop, 1 if the loop died."""
-        if self.server is not None:
-            self.server.start()
         log.info(
-            "model %s (%s, %s); reading %s from %s as group %s%s",
+            "model %s (%s, %s); reading %s from %s as group %s",
             self.engine.version,
             self.engine.variant,
             self.engine.providers[0],
             self.config.input_topic,
             self.config.bootstrap_servers,
             self.config.group_id,
-            "" if self.server is None else f"; metrics on {self.metrics_url}",
         )
         if self.watcher is not None:
             self.watcher.start()
@@ -152,8 +127,6 @@ class Service:
         finally:
             if self.watcher is not None:
                 self.watcher.stop()
-            if self.server is not None:
-                self.server.stop()
         return 0
 
     def _swapped(self, engine: Engine) -> None:
@@ -162,7 +135,7 @@ class Service:
         self.drift.reset(engine)
 
     def start_thread(self) -> threading.Thread:
-        """Run in a background thread (for the demo); stop() ends it."""
+        """Run in a background thread (for benchmarks); stop() ends it."""
         thread = threading.Thread(target=self.run, name="finsent-service", daemon=True)
         thread.start()
         return thread

@@ -56,7 +56,7 @@ class StageRunner:
         if stage in ("all", "classify"):
             from finsent.pipeline import Service  # loads the ONNX model: only for this stage
 
-            service = Service(config, registry=self.registry, serve_metrics=False)
+            service = Service(config, registry=self.registry)
             self.parts.append(
                 _Part(
                     "classify", service.run, service.stop, lambda: service.loop.ready, lambda: service.failed

@@ -18,7 +18,14 @@ from typing import Any
 
 import pandas as pd
 
-from model.labels import IGNORE_INDEX, SENTIMENT_LABELS, TOPIC_LABELS, sentiment_index, topic_index
+from model.labels import (
+    IGNORE_INDEX,
+    SENTIMENT_LABELS,
+    TOPIC_LABELS,
+    sentiment_index,
+    topic_from_dataset,
+    topic_index,
+)
 from model.registry import utc_now, write_atomic
 
 STORE_FILE = "feedback.csv"
@@ -74,16 +81,11 @@ def _label(value: Any, kind: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         return ""
     if kind == "topic":
-        if isinstance(value, bool):
-            raise ValueError("unknown_topic")
-        if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
-            index = int(value)
-            if not 0 <= index < len(TOPIC_LABELS):
-                raise ValueError("unknown_topic")
-            return TOPIC_LABELS[index]
-        if not isinstance(value, str):
+        if isinstance(value, bool) or not isinstance(value, int | str):
             raise ValueError("unknown_topic")
         try:
+            if isinstance(value, int) or value.strip().isdigit():
+                return TOPIC_LABELS[topic_from_dataset(int(value))]
             return TOPIC_LABELS[topic_index(value)]
         except ValueError:
             raise ValueError("unknown_topic") from None

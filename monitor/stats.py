@@ -55,6 +55,9 @@ class RunningMeanVar:
     def update(self, value: float, at: float, weight: float = 1.0) -> None:
         """Fold in one observation (West's weighted incremental algorithm; ``at`` is unused)."""
         _check_observation(value, at, weight)
+        self._fold(value, weight)
+
+    def _fold(self, value: float, weight: float) -> None:
         total = self._weight + weight
         delta = value - self._mean
         self._mean += delta * weight / total
@@ -68,21 +71,19 @@ class RunningMeanVar:
         return MeanVar(self._mean, variance, self._weight, self._count)
 
 
-class EwmaMeanVar:
+class EwmaMeanVar(RunningMeanVar):
     """Exponentially weighted mean and variance whose weights halve every ``half_life`` seconds.
 
     Equivalent to weighting observation i by ``w_i * 2 ** (-(T - t_i) / half_life)`` where T is the
-    latest time seen, so observations may arrive out of time order.
+    latest time seen, so observations may arrive out of time order. ``get().weight`` is the decayed
+    total as of the latest observation.
     """
 
     def __init__(self, half_life: float) -> None:
         if not math.isfinite(half_life) or half_life <= 0:
             raise ValueError(f"half_life must be positive, got {half_life!r}")
+        super().__init__()
         self.half_life = half_life
-        self._weight = 0.0
-        self._mean = 0.0
-        self._m2 = 0.0
-        self._count = 0
         self._last_at: float | None = None
 
     def _decay(self, seconds: float) -> float:
@@ -101,17 +102,7 @@ class EwmaMeanVar:
             weight *= self._decay(self._last_at - at)
             if weight <= 0.0:  # so old it underflowed: it carries no information
                 return
-        total = self._weight + weight
-        delta = value - self._mean
-        self._mean += delta * weight / total
-        self._m2 += weight * delta * (value - self._mean)
-        self._weight = total
-        self._count += 1
-
-    def get(self) -> MeanVar:
-        """Current estimate; ``weight`` is the decayed total as of the latest observation."""
-        variance = max(self._m2 / self._weight, 0.0) if self._weight > 0 else 0.0
-        return MeanVar(self._mean, variance, self._weight, self._count)
+        self._fold(value, weight)
 
     def to_state(self) -> dict[str, Any]:
         """JSON-serialisable state."""
