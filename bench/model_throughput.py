@@ -1,7 +1,9 @@
 """Model throughput on this machine: HF pipeline vs PyTorch batched vs ONNX fp32 / int8 (+ GPU).
 
-One run, same texts, writes bench/results/model_throughput.json and prints a table.
-Usage: python bench/model_throughput.py [--train-dir build/train] [--export-dir build/export]
+One run, same texts: every path is timed once per round, rounds interleaved so that the shared
+machine's load hits all paths alike; medians of rates and of per-round ratios are reported. Writes
+bench/results/model_throughput.json and prints a table.
+Usage: python bench/model_throughput.py [--train-dir build/soup] [--export-dir build/export]
 Needs the PyTorch checkpoint (`make model` or `finsent train`) for the PyTorch rows.
 """
 
@@ -45,22 +47,23 @@ def bench_texts(count: int) -> list[str]:
     return [str(text) for text in mixed.tolist()]
 
 
-def timed(
-    run: Callable[[], tuple[np.ndarray, np.ndarray]], repeats: int
-) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
-    """Best wall time over repeats (after one warm-up run) and the last output."""
-    output = run()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        output = run()
-        best = min(best, time.perf_counter() - started)
-    return best, output
+def median(values: list[float]) -> float:
+    """Middle value (mean of the two middle ones for an even count)."""
+    return float(np.median(values))
+
+
+Scores = tuple[np.ndarray, np.ndarray]
 
 
 def main() -> int:
+    """Measure every path in interleaved rounds and write the JSON results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-dir", type=Path, default=ROOT / "build" / "train")
+    parser.add_argument(
+        "--train-dir",
+        type=Path,
+        default=None,
+        help="training run of the shipped model (default: from its manifest)",
+    )
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="shipped model (int8)")
     parser.add_argument(
         "--export-dir", type=Path, default=ROOT / "build" / "export", help="fp32/fp16 variants"
@@ -69,8 +72,10 @@ def main() -> int:
     parser.add_argument(
         "--pipeline-texts", type=int, default=300, help="texts for the slow per-message baseline"
     )
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--torch-batch-sizes", default="8,32", help="(b) is measured at each; ratios use the fastest"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -81,9 +86,10 @@ def main() -> int:
     max_tokens = int(manifest["max_tokens"])
     texts = bench_texts(args.texts)
     tokenizer = load_tokenizer(args.model_dir, max_tokens)
-    lengths = [len(ids) for ids in encode_texts(tokenizer, texts)]
-    network = load_checkpoint(args.train_dir / "checkpoint")
-    rows: list[dict[str, Any]] = []
+    token_ids = encode_texts(tokenizer, texts)
+    lengths = [len(ids) for ids in token_ids]
+    train_dir = args.train_dir or ROOT / manifest["training"]["config"]["out_dir"]
+    network = load_checkpoint(train_dir / "checkpoint")
 
     from transformers import PreTrainedTokenizerFast
 
@@ -97,38 +103,33 @@ def main() -> int:
     )
     pipe = MultiTaskPipeline(network, hf_tokenizer, temperatures, max_tokens)
     subset = texts[: args.pipeline_texts]
-    started = time.perf_counter()
-    with torch.inference_mode():
-        for text in subset:
-            pipe(text)
-    elapsed = time.perf_counter() - started
-    rows.append(
-        {
-            "name": "(a) HF pipeline, PyTorch, per message",
-            "batch": 1,
-            "texts": len(subset),
-            "seconds": elapsed,
-        }
-    )
 
-    token_ids = encode_texts(tokenizer, texts)
-
-    def torch_batched() -> tuple[np.ndarray, np.ndarray]:
-        topic = np.zeros((len(texts), 20), dtype=np.float32)
-        sentiment = np.zeros((len(texts), 3), dtype=np.float32)
+    def per_message() -> Scores | None:
         with torch.inference_mode():
-            for batch in length_sorted_batches(lengths, args.batch_size):
-                ids, mask = pad_batch([token_ids[i] for i in batch])
-                t, s = network(torch.from_numpy(ids), torch.from_numpy(mask))
-                topic[batch] = softmax(t.numpy(), temperatures["topic"])
-                sentiment[batch] = softmax(s.numpy(), temperatures["sentiment"])
-        return topic, sentiment
+            for text in subset:
+                pipe(text)
+        return None
 
-    seconds, reference = timed(torch_batched, args.repeats)
-    rows.append(
-        {"name": "(b) PyTorch batched", "batch": args.batch_size, "texts": len(texts), "seconds": seconds}
-    )
+    def torch_batched(batch_size: int) -> Callable[[], Scores]:
+        def run() -> Scores:
+            topic = np.zeros((len(texts), 20), dtype=np.float32)
+            sentiment = np.zeros((len(texts), 3), dtype=np.float32)
+            with torch.inference_mode():
+                for batch in length_sorted_batches(lengths, batch_size):
+                    ids, mask = pad_batch([token_ids[i] for i in batch])
+                    t, s = network(torch.from_numpy(ids), torch.from_numpy(mask))
+                    topic[batch] = softmax(t.numpy(), temperatures["topic"])
+                    sentiment[batch] = softmax(s.numpy(), temperatures["sentiment"])
+            return topic, sentiment
 
+        return run
+
+    # name, batch, texts, callable, engine (for providers); every path runs once per round.
+    paths: list[tuple[str, int, int, Callable[[], Scores | None], Engine | None]] = [
+        ("(a) HF pipeline, PyTorch, per message", 1, len(subset), per_message, None)
+    ]
+    for size in (int(value) for value in args.torch_batch_sizes.split(",")):
+        paths.append((f"(b) PyTorch batched, batch {size}", size, len(texts), torch_batched(size), None))
     engines = [
         ("(c) ONNX fp32", args.export_dir, "fp32", "cpu"),
         ("(d) ONNX int8", args.model_dir, "int8", "cpu"),
@@ -139,31 +140,47 @@ def main() -> int:
         if not (directory / "manifest.json").is_file():
             print(f"skipping {name}: no model in {directory}", file=sys.stderr)
             continue
-        engine = Engine(directory, variant=variant, device=device, batch_size=args.batch_size)  # type: ignore[arg-type]
+        # The engine's own defaults: the run size and concurrency the service uses.
+        engine = Engine(directory, variant=variant, device=device)  # type: ignore[arg-type]
 
-        def run_engine(engine: Engine = engine) -> tuple[np.ndarray, np.ndarray]:
+        def run_engine(engine: Engine = engine) -> Scores:
             return engine.probabilities(texts)
 
-        seconds, output = timed(run_engine, args.repeats)
-        rows.append(
-            {
-                "name": name,
-                "batch": args.batch_size,
-                "texts": len(texts),
-                "seconds": seconds,
-                "providers": engine.providers,
-                "topic_agreement_with_b": float(np.mean(output[0].argmax(1) == reference[0].argmax(1))),
-                "sentiment_agreement_with_b": float(np.mean(output[1].argmax(1) == reference[1].argmax(1))),
-            }
-        )
+        paths.append((name, engine.batch_size, len(texts), run_engine, engine))
 
-    for row in rows:
-        row["messages_per_second"] = row["texts"] / row["seconds"]
-    baseline_a = rows[0]["messages_per_second"]
-    baseline_b = rows[1]["messages_per_second"]
-    for row in rows:
-        row["x_vs_a"] = row["messages_per_second"] / baseline_a
-        row["x_vs_b"] = row["messages_per_second"] / baseline_b
+    outputs: dict[str, Scores | None] = {name: run() for name, _, _, run, _ in paths}  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name, *_ in paths}
+    for round_index in range(args.rounds):
+        for name, _, _, run, _ in paths:
+            started = time.perf_counter()
+            outputs[name] = run()
+            seconds[name].append(time.perf_counter() - started)
+        print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+
+    rates = {name: [count / s for s in seconds[name]] for name, _, count, _, _ in paths}
+    torch_names = [name for name, *_ in paths if name.startswith("(b)")]
+    best_b = max(torch_names, key=lambda name: median(rates[name]))
+    reference = outputs[best_b]
+    assert reference is not None
+    name_a = paths[0][0]
+    rows: list[dict[str, Any]] = []
+    for name, batch, count, _, path_engine in paths:
+        row: dict[str, Any] = {
+            "name": name,
+            "batch": batch,
+            "texts": count,
+            "seconds_per_round": seconds[name],
+            "messages_per_second": median(rates[name]),
+            # Ratios per round (both paths measured minutes apart at most), then the median.
+            "x_vs_a": median([r / a for r, a in zip(rates[name], rates[name_a], strict=True)]),
+            "x_vs_b": median([r / b for r, b in zip(rates[name], rates[best_b], strict=True)]),
+        }
+        output = outputs[name]
+        if path_engine is not None and output is not None:
+            row["providers"] = path_engine.providers
+            row["topic_agreement_with_b"] = float(np.mean(output[0].argmax(1) == reference[0].argmax(1)))
+            row["sentiment_agreement_with_b"] = float(np.mean(output[1].argmax(1) == reference[1].argmax(1)))
+        rows.append(row)
     result = {
         "machine": {
             "cpus": threads,
@@ -171,8 +188,11 @@ def main() -> int:
             "processor": platform.processor(),
             "gpu": cuda_usable(),
         },
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model_version": manifest["version"],
         "texts": len(texts),
+        "rounds": args.rounds,
+        "reference_b": best_b,
         "sequence_length_tokens": {
             "mean": float(np.mean(lengths)),
             "p50": float(np.percentile(lengths, 50)),

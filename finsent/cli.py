@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "finsent.commands.classify",
     "finsent.commands.evaluate",
     "finsent.commands.train",
+    "finsent.commands.soup",
     "finsent.commands.export",
     "finsent.commands.run",
     "finsent.commands.demo",

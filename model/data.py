@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -76,3 +77,16 @@ def split_train_dev(rows: pd.DataFrame, dev_percent: int = 10, seed: int = 13) -
     """Hash-split rows by their URL-stripped text so no near-duplicate straddles the split."""
     dev_mask = rows["text"].map(lambda text: is_dev(text, dev_percent, seed)).astype(bool)
     return Splits(train=rows[~dev_mask].reset_index(drop=True), dev=rows[dev_mask].reset_index(drop=True))
+
+
+def keep_out_of_dev(splits: Splits, sources: tuple[str, ...]) -> Splits:
+    """Drop these sources' dev rows (train-only sources), so dev is the same with or without them."""
+    return Splits(
+        train=splits.train, dev=splits.dev[~splits.dev["source"].isin(sources)].reset_index(drop=True)
+    )
+
+
+def splits_of_run(config: dict[str, Any]) -> Splits:
+    """The train/dev split a training run used, rebuilt from its recorded config (report["config"])."""
+    rows = load_training_table(Path(str(config["data_dir"])), tuple(config["excluded_sources"]))
+    return split_train_dev(rows, config["dev_percent"], config["seed"])

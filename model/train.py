@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, get_linear_schedu
 from model.base import check_base_dir
 from model.batching import length_sorted_batches, pad_batch, shuffled_length_batches
 from model.calibration import expected_calibration_error, fit_temperature, softmax
-from model.data import DEFAULT_EXCLUDED_SOURCES, load_training_table, split_train_dev
+from model.data import DEFAULT_EXCLUDED_SOURCES, keep_out_of_dev, load_training_table, split_train_dev
 from model.gold import is_gold
 from model.labels import IGNORE_INDEX, SENTIMENT_LABELS, TOPIC_LABELS
 from model.metrics import classification_report
@@ -63,6 +63,8 @@ class TrainConfig:
     gold_share: int = 0
     shuffle_labels: bool = False
     excluded_sources: tuple[str, ...] = field(default=DEFAULT_EXCLUDED_SOURCES)
+    # Excluded sources to train on anyway; they never enter dev, so dev stays comparable across runs.
+    train_only_sources: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         """JSON-friendly view (paths as strings)."""
@@ -157,8 +159,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     started = time.time()
     set_seeds(config.seed)
     check_base_dir(config.base_dir)
-    rows = load_training_table(config.data_dir, config.excluded_sources)
-    splits = split_train_dev(rows, config.dev_percent, config.seed)
+    excluded = tuple(source for source in config.excluded_sources if source not in config.train_only_sources)
+    rows = load_training_table(config.data_dir, excluded)
+    splits = keep_out_of_dev(
+        split_train_dev(rows, config.dev_percent, config.seed), config.train_only_sources
+    )
     train_rows, dev_rows = splits.train, splits.dev
     if config.max_rows is not None:
         train_rows = train_rows.sample(n=min(config.max_rows, len(train_rows)), random_state=config.seed)
@@ -277,21 +282,14 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
         )
         log(f"dev after epoch {epoch}: " + json.dumps(history[-1]))
 
-    topic_dev, sentiment_dev = predict_logits(network, dev_ids)
-    temperatures = _fit_temperatures(topic_dev, sentiment_dev, dev_rows)
-    uncalibrated = evaluate_heads(topic_dev, sentiment_dev, dev_rows)
-    calibrated = evaluate_heads(topic_dev, sentiment_dev, dev_rows, temperatures)
+    temperatures, uncalibrated, calibrated = calibrate_on_dev(network, dev_ids, dev_rows)
     log(
         f"temperatures topic {temperatures[0]:.3f} sentiment {temperatures[1]:.3f}; ECE topic "
         f"{uncalibrated['topic']['ece']:.4f} -> {calibrated['topic']['ece']:.4f}, sentiment "
         f"{uncalibrated['sentiment']['ece']:.4f} -> {calibrated['sentiment']['ece']:.4f}"
     )
 
-    checkpoint_dir = config.out_dir / "checkpoint"
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    network.encoder_config.save_pretrained(str(checkpoint_dir))
-    torch.save(network.state_dict(), checkpoint_dir / CHECKPOINT_WEIGHTS)
-    tokenizer.save(str(checkpoint_dir / TOKENIZER_FILE))
+    checkpoint_dir = save_checkpoint(network, tokenizer, config.out_dir)
     report = {
         "config": config.as_json(),
         "data": {
@@ -306,6 +304,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
             "label_distribution": label_distribution,
         },
         "history": history,
+        "earlier_stages": earlier_stages(config.teacher_dir, config.base_dir),
         "temperatures": {"topic": temperatures[0], "sentiment": temperatures[1]},
         "dev_uncalibrated": uncalibrated,
         "dev": calibrated,
@@ -322,6 +321,53 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     (config.out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
     log(f"saved checkpoint to {checkpoint_dir} and report to {config.out_dir / REPORT_FILE}")
     return report
+
+
+def calibrate_on_dev(
+    network: MultiTaskClassifier, dev_ids: list[list[int]], dev_rows: pd.DataFrame
+) -> tuple[tuple[float, float], dict[str, Any], dict[str, Any]]:
+    """Fit both heads' temperatures on dev; (temperatures, report before, report after)."""
+    topic_dev, sentiment_dev = predict_logits(network, dev_ids)
+    temperatures = fit_temperatures(topic_dev, sentiment_dev, dev_rows)
+    uncalibrated = evaluate_heads(topic_dev, sentiment_dev, dev_rows)
+    calibrated = evaluate_heads(topic_dev, sentiment_dev, dev_rows, temperatures)
+    return temperatures, uncalibrated, calibrated
+
+
+def save_checkpoint(network: MultiTaskClassifier, tokenizer: Tokenizer, out_dir: Path) -> Path:
+    """Write OUT/checkpoint (encoder config, weights, tokenizer) as load_checkpoint() reads it."""
+    checkpoint_dir = out_dir / "checkpoint"
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    network.encoder_config.save_pretrained(str(checkpoint_dir))
+    torch.save(network.state_dict(), checkpoint_dir / CHECKPOINT_WEIGHTS)
+    tokenizer.save(str(checkpoint_dir / TOKENIZER_FILE))
+    return checkpoint_dir
+
+
+def earlier_stages(*checkpoints: Path | None) -> list[dict[str, Any]]:
+    """Training runs behind finsent checkpoints used as teacher or base, oldest first.
+
+    A plain base (the bundled MiniLM) has none; the model card turns them into rebuild commands.
+    """
+    stages: list[dict[str, Any]] = []
+    for checkpoint in checkpoints:
+        if checkpoint is None:
+            continue
+        report_path = checkpoint.parent / REPORT_FILE
+        if not (checkpoint / CHECKPOINT_WEIGHTS).is_file() or not report_path.is_file():
+            continue
+        report = json.loads(report_path.read_text())
+        stage = {key: report[key] for key in ("config", "history", "steps", "train_seconds", "environment")}
+        stage["data"] = {
+            key: value for key, value in report["data"].items() if key.endswith("_pseudo_labels")
+        }
+        known = {known_stage["config"]["out_dir"] for known_stage in stages}
+        stages += [
+            earlier
+            for earlier in [*report.get("earlier_stages", []), stage]
+            if earlier["config"]["out_dir"] not in known
+        ]
+    return stages
 
 
 def _gold(text: str, config: TrainConfig) -> bool:
@@ -384,9 +430,10 @@ def fill_with_teacher(
     return filled, counts
 
 
-def _fit_temperatures(
+def fit_temperatures(
     topic_logits: np.ndarray, sentiment_logits: np.ndarray, rows: pd.DataFrame
 ) -> tuple[float, float]:
+    """One temperature per head, fitted on the rows that carry that head's label."""
     fitted = []
     for task, logits in (("topic", topic_logits), ("sentiment", sentiment_logits)):
         labelled = rows[task].to_numpy() != IGNORE_INDEX

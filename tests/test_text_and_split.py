@@ -1,4 +1,4 @@
-from model.data import load_training_table, split_train_dev
+from model.data import keep_out_of_dev, load_training_table, split_train_dev
 from model.text import dedupe_key, normalize_text
 
 
@@ -30,3 +30,13 @@ def test_noisy_source_is_excluded_by_default() -> None:
     rows = load_training_table()
     assert "poojathakoor/twitter-stock-sentiment" not in set(rows["source"])
     assert {"twitter_topic_train.csv", "twitter_sentiment_train.csv"} <= set(rows["source"])
+
+
+def test_train_only_source_adds_training_rows_and_leaves_dev_unchanged() -> None:
+    pooja = "poojathakoor/twitter-stock-sentiment"
+    default = split_train_dev(load_training_table())
+    with_pooja = keep_out_of_dev(split_train_dev(load_training_table(excluded_sources=())), (pooja,))
+    assert with_pooja.dev["text"].tolist() == default.dev["text"].tolist()
+    added = with_pooja.train[with_pooja.train["source"] == pooja]
+    assert len(added) > 1000
+    assert not set(added["text"].map(dedupe_key)) & set(default.dev["text"].map(dedupe_key))

@@ -28,9 +28,30 @@ def test_train_a_few_steps_writes_checkpoint_and_report(tmp_path: Path) -> None:
     network = load_checkpoint(out / "checkpoint")
     assert network.topic_head.out_features == 20
 
+    # A soup of a run with itself is that run: same weights, same dev accuracy, rebuildable.
+    soup_dir = tmp_path / "soup"
+    assert main(["soup", "--out", str(soup_dir), str(out / "checkpoint"), str(out / "checkpoint")]) == 0
+    soup_report = json.loads((soup_dir / "training_report.json").read_text())
+    assert soup_report["config"]["soup_of"] == [str(out / "checkpoint")] * 2
+    souped = load_checkpoint(soup_dir / "checkpoint").state_dict()
+    for name, tensor in network.state_dict().items():
+        assert (souped[name] - tensor).abs().max() < 1e-6, name
+
+
+def test_soup_needs_two_training_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["soup", "--out", str(tmp_path / "soup"), str(tmp_path)]) == 2
+    assert "not a `finsent train` checkpoint" in capsys.readouterr().err
+
 
 def test_train_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--out", str(tmp_path), "--epochs", "0"]) == 2
     assert "--epochs" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path), "--base", str(tmp_path)]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_train_only_source_must_be_an_excluded_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--out", str(tmp_path), "--train-only-source", "twitter_topic_train.csv"]) == 2
+    assert "--train-only-source twitter_topic_train.csv: not an excluded source" in capsys.readouterr().err

@@ -30,7 +30,8 @@ def register(subparsers: Any) -> None:
         "bench",
         help="run a benchmark: model throughput (4 paths) or end-to-end through the broker",
         description="model: messages/s of a per-message Hugging Face pipeline, PyTorch batched, ONNX fp32 and "
-        "ONNX int8 on the same texts (needs the train extra and build/train from `make model`); "
+        "ONNX int8 on the same texts (needs the train extra and the training run named in the model manifest, "
+        "from `make model`); "
         "e2e: throughput through a real broker against model-only, latency p50/p99 at half rate, peak RSS. "
         "Results go to bench/results/*.json. Arguments after the benchmark name go to its script "
         "(see `finsent bench model -- --help`).",

@@ -40,8 +40,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export, check parity, and optionally ship with a model card."""
     try:
-        from model.card import write_card
-        from model.data import load_training_table, split_train_dev
+        from model.card import training_commands, write_card
+        from model.data import splits_of_run
         from model.export import ParityError, evaluate_variant, export, ship
         from model.train import REPORT_FILE
     except ImportError as error:
@@ -52,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--train-dir {args.train_dir}: no {REPORT_FILE} (run `finsent train` first)")
     report = json.loads((args.train_dir / REPORT_FILE).read_text())
     config = report["config"]
-    rows = load_training_table(Path(config["data_dir"]), tuple(config["excluded_sources"]))
-    dev = split_train_dev(rows, config["dev_percent"], config["seed"]).dev
+    dev = splits_of_run(config).dev
     version = args.version or f"minilm-mt-{datetime.now(UTC):%Y%m%d}"
     parity_texts = dev["text"].sample(n=min(args.parity_rows, len(dev)), random_state=0).tolist()
     try:
@@ -64,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
         extra = evaluate_variant(args.out, "int8", dev)
         manifest = ship(args.out, args.ship_dir, SHIPPED_VARIANTS, extra)
         command = (
-            f"finsent train --out {args.train_dir} --epochs {config['epochs']} --batch-size {config['batch_size']} "
-            f"--learning-rate {config['learning_rate']} --max-tokens {config['max_tokens']} --seed {config['seed']} "
-            f"--sentiment-weight {config.get('sentiment_weight', 1.0)}\n"
+            "\n".join(training_commands(report)) + "\n"
             f"finsent export --train-dir {args.train_dir} --out {args.out} --version {version} "
             f"--ship-dir {args.ship_dir}\n# or simply: make model"
         )

@@ -47,6 +47,13 @@ def register(subparsers: Any) -> None:
         "--seed", type=int, default=13, help="seed for split, shuffling and init (default 13)"
     )
     parser.add_argument(
+        "--train-only-source",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="train on this excluded source too, keeping it out of dev (repeatable)",
+    )
+    parser.add_argument(
         "--max-rows", type=int, default=None, help="use at most this many train and dev rows (smoke runs)"
     )
     parser.set_defaults(handler=run)
@@ -83,7 +90,14 @@ def run(args: argparse.Namespace) -> int:
         teacher_dir=args.teacher,
         seed=args.seed,
         max_rows=args.max_rows,
+        train_only_sources=tuple(args.train_only_source),
     )
+    unknown = set(config.train_only_sources) - set(config.excluded_sources)
+    if unknown:
+        raise UsageError(
+            f"--train-only-source {', '.join(sorted(unknown))}: not an excluded source "
+            f"(excluded: {', '.join(config.excluded_sources)})"
+        )
     try:
         train(config)
     except FileNotFoundError as error:
