@@ -89,6 +89,14 @@ def main() -> int:
     token_ids = encode_texts(tokenizer, texts)
     lengths = [len(ids) for ids in token_ids]
     train_dir = args.train_dir or ROOT / manifest["training"]["config"]["out_dir"]
+    if not (train_dir / "checkpoint").is_dir():
+        # The PyTorch weights (90 MB) stay out of the repository's 50 MB model budget.
+        print(
+            f"error: no PyTorch checkpoint at {train_dir / 'checkpoint'}: the PyTorch rows need the "
+            "shipped model's training run; rebuild it with `make model` or pass --train-dir",
+            file=sys.stderr,
+        )
+        return 2
     network = load_checkpoint(train_dir / "checkpoint")
 
     from transformers import PreTrainedTokenizerFast
