@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.quantization import QuantType, quantize_dynamic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -33,7 +32,7 @@ from model import DEFAULT_MODEL_DIR
 from model.batching import length_sorted_batches, pad_batch
 from model.data import splits_of_run
 from model.engine import CPU_BATCH_SIZE, OnnxSession
-from model.export import ffn_output_matmuls
+from model.export import dynamic_int8, ffn_output_matmuls
 from model.manifest import read_manifest
 from model.tokenization import encode_texts, load_tokenizer
 
@@ -109,14 +108,7 @@ def variants(shipped: Path, work: Path) -> dict[str, Path]:
     names = ffn_output_matmuls(model)
     paths = {"shipped (FFN output float)": shipped}
     per_tensor = work / "per_tensor.onnx"
-    quantize_dynamic(
-        str(shipped),
-        str(per_tensor),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        nodes_to_quantize=names,
-        extra_options={"DefaultTensorType": TensorProto.FLOAT},
-    )
+    dynamic_int8(shipped, per_tensor, nodes_to_quantize=names)
     paths["per-tensor, all 6 layers"] = per_tensor
     for label, chosen in (("per-token, all 6 layers", names), ("per-token, layers 3-5", names[3:])):
         rewritten = onnx.ModelProto()
