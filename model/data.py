@@ -86,7 +86,25 @@ def keep_out_of_dev(splits: Splits, sources: tuple[str, ...]) -> Splits:
     )
 
 
+def run_splits(
+    data_dir: Path,
+    excluded_sources: tuple[str, ...],
+    train_only_sources: tuple[str, ...],
+    dev_percent: int,
+    seed: int,
+) -> Splits:
+    """A training run's train/dev split: excluded sources left out, train-only ones in train alone."""
+    excluded = tuple(source for source in excluded_sources if source not in train_only_sources)
+    rows = load_training_table(data_dir, excluded)
+    return keep_out_of_dev(split_train_dev(rows, dev_percent, seed), train_only_sources)
+
+
 def splits_of_run(config: dict[str, Any]) -> Splits:
     """The train/dev split a training run used, rebuilt from its recorded config (report["config"])."""
-    rows = load_training_table(Path(str(config["data_dir"])), tuple(config["excluded_sources"]))
-    return split_train_dev(rows, config["dev_percent"], config["seed"])
+    return run_splits(
+        Path(str(config["data_dir"])),
+        tuple(config["excluded_sources"]),
+        tuple(config.get("train_only_sources", ())),
+        config["dev_percent"],
+        config["seed"],
+    )

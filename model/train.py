@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, get_linear_schedu
 from model.base import check_base_dir
 from model.batching import length_sorted_batches, pad_batch, shuffled_length_batches
 from model.calibration import expected_calibration_error, fit_temperature, softmax
-from model.data import DEFAULT_EXCLUDED_SOURCES, keep_out_of_dev, load_training_table, split_train_dev
+from model.data import DEFAULT_EXCLUDED_SOURCES, run_splits
 from model.gold import is_gold
 from model.labels import IGNORE_INDEX, SENTIMENT_LABELS, TOPIC_LABELS
 from model.metrics import classification_report
@@ -159,10 +159,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     started = time.time()
     set_seeds(config.seed)
     check_base_dir(config.base_dir)
-    excluded = tuple(source for source in config.excluded_sources if source not in config.train_only_sources)
-    rows = load_training_table(config.data_dir, excluded)
-    splits = keep_out_of_dev(
-        split_train_dev(rows, config.dev_percent, config.seed), config.train_only_sources
+    splits = run_splits(
+        config.data_dir, config.excluded_sources, config.train_only_sources, config.dev_percent, config.seed
     )
     train_rows, dev_rows = splits.train, splits.dev
     if config.max_rows is not None:

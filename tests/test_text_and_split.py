@@ -1,4 +1,11 @@
-from model.data import keep_out_of_dev, load_training_table, split_train_dev
+from model.data import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_EXCLUDED_SOURCES,
+    load_training_table,
+    run_splits,
+    split_train_dev,
+    splits_of_run,
+)
 from model.text import dedupe_key, normalize_text
 
 
@@ -35,8 +42,17 @@ def test_noisy_source_is_excluded_by_default() -> None:
 def test_train_only_source_adds_training_rows_and_leaves_dev_unchanged() -> None:
     pooja = "poojathakoor/twitter-stock-sentiment"
     default = split_train_dev(load_training_table())
-    with_pooja = keep_out_of_dev(split_train_dev(load_training_table(excluded_sources=())), (pooja,))
+    with_pooja = run_splits(DEFAULT_DATA_DIR, DEFAULT_EXCLUDED_SOURCES, (pooja,), 10, 13)
     assert with_pooja.dev["text"].tolist() == default.dev["text"].tolist()
     added = with_pooja.train[with_pooja.train["source"] == pooja]
     assert len(added) > 1000
     assert not set(added["text"].map(dedupe_key)) & set(default.dev["text"].map(dedupe_key))
+    # A run's recorded config rebuilds the same split (export's calibration texts come from it).
+    config = {
+        "data_dir": str(DEFAULT_DATA_DIR),
+        "excluded_sources": list(DEFAULT_EXCLUDED_SOURCES),
+        "train_only_sources": [pooja],
+        "dev_percent": 10,
+        "seed": 13,
+    }
+    assert len(splits_of_run(config).train) == len(with_pooja.train)
