@@ -27,6 +27,7 @@ from alerts import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verif
 from finsent.broker import EmbeddedBroker, free_port
 from finsent.demo.make_surge_stream import CALM_HEADLINES, SURGE_HEADLINES, SURGE_TOPIC
 from finsent.monitor_stage import CHECKPOINT_FILE
+from monitor import RateBaseline, load_checkpoint
 from tests.integration.conftest import ROOT, ServiceProcess, TopicReader
 from tests.integration.test_alertmanager_push import alertmanager  # noqa: F401  (fixture: a real Alertmanager)
 from tests.integration.test_scale_out import metrics_url, samples
@@ -279,14 +280,13 @@ def windows_of(records: list[Any], topic: str) -> list[dict[str, Any]]:
 
 def checkpointed_baseline_mean(state_dir: Path, topic: str, timeout: float) -> float:
     """The topic's baseline mean in the monitor checkpoint, waiting until one is warmed."""
-    checkpoint = state_dir / CHECKPOINT_FILE
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if checkpoint.exists():
-            state = json.loads(checkpoint.read_text(encoding="utf-8"))
-            saved = state["baselines"].get(topic)
-            if saved is not None and saved["rates"]["count"] >= saved["min_samples"]:
-                return float(saved["rates"]["mean"])
+        state = load_checkpoint(state_dir / CHECKPOINT_FILE)
+        saved = None if state is None else state["baselines"].get(topic)
+        estimate = None if saved is None else RateBaseline.from_state(saved).get()
+        if estimate is not None:
+            return estimate.mean
         time.sleep(0.2)
     raise AssertionError(f"no checkpoint in {state_dir} held a warmed baseline for {topic} in {timeout}s")
 
