@@ -73,14 +73,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("model_dir", Path, DEFAULT_MODEL_DIR, "model directory (default: the shipped model)"),
     Option("variant", str, "auto", "ONNX variant", choices=("auto", "int8", "fp32", "fp16")),
     Option("device", str, "auto", "where to run the model", choices=("auto", "cpu", "cuda")),
-    Option(
-        "threads",
-        int,
-        0,
-        "CPU cores for the model, one length-sorted run each (0: all cores)",
-        minimum=0,
-        maximum=256,
-    ),
+    Option("threads", int, 0, "ONNX Runtime intra-op threads (0: all cores)", minimum=0, maximum=256),
     Option(
         "security_protocol",
         str,

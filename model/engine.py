@@ -6,7 +6,6 @@ import ctypes
 import ctypes.util
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -106,9 +105,7 @@ class Engine:
         threads: int = 0,
         verify: bool = True,
         spin: bool = True,
-        parallel_runs: int | None = None,
     ) -> None:
-        """threads: CPU cores to use (0: all); parallel_runs: runs scored at once (default: one per core)."""
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir, verify=verify)
         self.version: str = self.manifest["version"]
@@ -121,14 +118,8 @@ class Engine:
         self.batch_size = batch_size or (GPU_BATCH_SIZE if session_device == "cuda" else CPU_BATCH_SIZE)
         self.max_tokens = max_tokens or int(self.manifest["max_tokens"])
         self.tokenizer = load_tokenizer(self.model_dir, self.max_tokens)
-        # On CPU each core scores its own run with single-threaded operators: a run of 8 tweets is
-        # too small to split every operator across cores without the cores waiting on each other
-        # (bench/results/engine_batching.json). ONNX Runtime releases the GIL while it runs.
-        cores = threads or os.cpu_count() or 1
-        self.parallel_runs = 1 if session_device == "cuda" else (parallel_runs or cores)
-        session_threads = threads if self.parallel_runs == 1 else max(1, cores // self.parallel_runs)
         self.session = OnnxSession(
-            self.model_dir / self.manifest["variants"][self.variant], session_device, session_threads, spin
+            self.model_dir / self.manifest["variants"][self.variant], session_device, threads, spin
         )
 
     def _choose_variant(self, requested: str, on_gpu: bool) -> str:
@@ -156,18 +147,9 @@ class Engine:
         token_ids = encode_texts(self.tokenizer, texts)
         topic = np.zeros((len(texts), len(TOPIC_LABELS)), dtype=np.float32)
         sentiment = np.zeros((len(texts), len(SENTIMENT_LABELS)), dtype=np.float32)
-        runs = length_sorted_batches([len(ids) for ids in token_ids], self.batch_size)
-
-        def score(run: list[int]) -> None:
-            input_ids, attention_mask = pad_batch([token_ids[i] for i in run])
-            topic[run], sentiment[run] = self.session.run(input_ids, attention_mask)
-
-        if self.parallel_runs == 1 or len(runs) == 1:
-            for run in runs:
-                score(run)
-        else:
-            with ThreadPoolExecutor(min(self.parallel_runs, len(runs))) as pool:
-                list(pool.map(score, runs))  # list() re-raises a run's exception here
+        for batch in length_sorted_batches([len(ids) for ids in token_ids], self.batch_size):
+            input_ids, attention_mask = pad_batch([token_ids[i] for i in batch])
+            topic[batch], sentiment[batch] = self.session.run(input_ids, attention_mask)
         return topic, sentiment
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
