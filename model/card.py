@@ -28,8 +28,6 @@ def train_command(config: dict[str, Any]) -> str:
     if config.get("teacher_dir"):
         parts.append(f"--teacher {config['teacher_dir']}")
     parts += [f'--train-only-source "{source}"' for source in config.get("train_only_sources", [])]
-    if config.get("quant_aware"):
-        parts.append("--quant-aware")
     parts += [
         f"--epochs {config['epochs']}",
         f"--batch-size {config['batch_size']}",
@@ -84,7 +82,6 @@ def _stage_lines(stage: dict[str, Any], title: str) -> list[str]:
         f"weight decay {config['weight_decay']}, sentiment loss weight {config.get('sentiment_weight', 1.0)}, "
         f"max {config['max_tokens']} tokens, URLs stripped, cashtags dropped from "
         f"{config['cashtag_drop']:.0%} of training rows at random. {teacher}{_train_only(config)}"
-        f"{_quant_aware(config)}"
         f"{stage['steps']} steps in {stage['train_seconds'] / 60:.1f} min on "
         f"{stage['environment']['threads']} CPU threads (torch {stage['environment']['torch']}).",
         "",
@@ -97,15 +94,6 @@ def _stage_lines(stage: dict[str, Any], title: str) -> list[str]:
             f"{row['sentiment_accuracy']:.4f} | {row['sentiment_macro_f1']:.4f} |"
         )
     return [*lines, ""]
-
-
-def _quant_aware(config: dict[str, Any]) -> str:
-    if not config.get("quant_aware"):
-        return ""
-    return (
-        "Quantisation-aware: the feed-forward output layers trained through simulated int8 rounding "
-        "(per-run uint8 activations, per-channel int8 weights), so the int8 graph quantises them too. "
-    )
 
 
 def _train_only(config: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,23 +136,20 @@ def calibration_batches(report: dict[str, Any], out_dir: Path, rows: int = CALIB
     return [pad_batch([token_ids[i] for i in run]) for run in runs]
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, float_nodes: Collection[str]) -> None:
-    """Dynamic int8 quantisation of attention and MatMul weights, except float_nodes; embeddings stored as fp16."""
-    dynamic_int8(fp32_path, out_path, op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=list(float_nodes))
-    store_large_embeddings_fp16(out_path)
-
-
-def nodes_kept_float(fp32_path: Path, report: dict[str, Any]) -> list[str]:
-    """MatMuls the int8 graph leaves in float: the feed-forward outputs, unless trained quantisation-aware.
+def quantize_int8(fp32_path: Path, out_path: Path) -> None:
+    """Dynamic int8 quantisation of attention and MatMul weights; embeddings stored as fp16.
 
     Measured on 1,000 dev texts (after smoothing, see model/smoothing.py): quantising the
-    feed-forward output MatMuls of a plainly trained model (their input is the GELU output, whose
-    range is wide) drops argmax agreement with PyTorch from 99.6/99.2 % to 95/96 %.
-    A `--quant-aware` run learnt that rounding (model/quant_aware.py), so they are quantised there.
+    feed-forward output MatMuls too (their input is the GELU output, whose range is wide) drops
+    argmax agreement with PyTorch from 99.6/99.2 % to 95/96 %, so those stay in float.
     """
-    if report["config"].get("quant_aware"):
-        return []
-    return ffn_output_matmuls(onnx.load(str(fp32_path)))
+    dynamic_int8(
+        fp32_path,
+        out_path,
+        op_types_to_quantize=QUANTIZED_OPS,
+        nodes_to_exclude=ffn_output_matmuls(onnx.load(str(fp32_path))),
+    )
+    store_large_embeddings_fp16(out_path)
 
 
 def dynamic_int8(in_path: Path, out_path: Path, **selection: Any) -> None:
@@ -276,12 +273,8 @@ def export(
     shutil.copyfile(checkpoint_dir / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
     log("smoothing activation outliers into the weights, then quantising to int8 ...")
     smoothed_path = work_dir / "smoothed.onnx"
-    float_nodes = nodes_kept_float(paths["fp32"], report)
-    # The feed-forward outputs are left unsmoothed: float ones need no help, and a quantisation-aware
-    # run learnt their rounding on the raw GELU output.
-    ffn_outputs = ffn_output_matmuls(onnx.load(str(paths["fp32"])))
-    smooth(paths["fp32"], smoothed_path, calibration_batches(report, out_dir), skip=ffn_outputs)
-    quantize_int8(smoothed_path, paths["int8"], float_nodes)
+    smooth(paths["fp32"], smoothed_path, calibration_batches(report, out_dir))
+    quantize_int8(smoothed_path, paths["int8"])
     log("converting to fp16 ...")
     fused.convert_float_to_float16(keep_io_types=True)
     fused.save_model_to_file(str(paths["fp16"]))

@@ -9,7 +9,7 @@ each product unchanged while moving the outliers into the weights, which are qua
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -60,15 +60,13 @@ def smooth(
     batches: Iterable[Batch],
     alpha: float = DEFAULT_ALPHA,
     node_alpha: dict[str, float] | None = None,
-    skip: Collection[str] = (),
 ) -> int:
     """Write a smoothed copy of the graph (same outputs up to float rounding); returns nodes smoothed.
 
-    alpha is the share of each channel's range moved into the weights; node_alpha overrides it by
-    node name; nodes named in skip are left alone (each smoothed node costs a Mul on its input).
+    alpha is the share of each channel's range moved into the weights; node_alpha overrides it by node name.
     """
     model = onnx.load(str(fp32_path))
-    targets = [node for node in smoothing_targets(model) if node.name not in skip]
+    targets = smoothing_targets(model)
     maxima = channel_abs_max(model, [node.input[0] for node in targets], batches)
     initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     for index, node in enumerate(targets):

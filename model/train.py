@@ -27,7 +27,6 @@ from model.gold import is_gold
 from model.labels import IGNORE_INDEX, SENTIMENT_LABELS, TOPIC_LABELS
 from model.metrics import classification_report
 from model.network import MultiTaskClassifier, multitask_loss
-from model.quant_aware import simulate_int8_feed_forward
 from model.text import dedupe_key
 from model.tokenization import TOKENIZER_FILE, encode_texts, load_tokenizer
 
@@ -66,9 +65,6 @@ class TrainConfig:
     excluded_sources: tuple[str, ...] = field(default=DEFAULT_EXCLUDED_SOURCES)
     # Excluded sources to train on anyway; they never enter dev, so dev stays comparable across runs.
     train_only_sources: tuple[str, ...] = ()
-    # Simulate int8 rounding of the feed-forward output layers while training (model/quant_aware.py),
-    # so the export can quantise them too.
-    quant_aware: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """JSON-friendly view (paths as strings)."""
@@ -205,9 +201,6 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
         network = load_checkpoint(config.base_dir)
     else:
         network = MultiTaskClassifier.from_base(config.base_dir)
-    if config.quant_aware:
-        simulate_int8_feed_forward(network.encoder)
-        log("quantisation-aware: feed-forward output layers train through int8 rounding")
     no_decay = ("bias", "LayerNorm.weight", "layer_norm")
     parameters = [
         {

@@ -55,29 +55,3 @@ def test_train_only_source_must_be_an_excluded_one(
 ) -> None:
     assert main(["train", "--out", str(tmp_path), "--train-only-source", "twitter_topic_train.csv"]) == 2
     assert "--train-only-source twitter_topic_train.csv: not an excluded source" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_quant_aware_run_is_recorded_for_the_export_and_the_card(tmp_path: Path) -> None:
-    out = tmp_path / "qat"
-    code = main(
-        [
-            "train",
-            "--out",
-            str(out),
-            "--max-rows",
-            "32",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--quant-aware",
-        ]
-    )
-    assert code == 0
-    report = json.loads((out / "training_report.json").read_text())
-    assert report["config"]["quant_aware"] is True
-
-    from model.card import train_command
-
-    assert "--quant-aware" in train_command(report["config"])

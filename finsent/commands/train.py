@@ -56,12 +56,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--max-rows", type=int, default=None, help="use at most this many train and dev rows (smoke runs)"
     )
-    parser.add_argument(
-        "--quant-aware",
-        action="store_true",
-        help="simulate int8 rounding of the feed-forward output layers while training, so that "
-        "`finsent export` quantises them too (a short fine-tune from --base CHECKPOINT is enough)",
-    )
     parser.set_defaults(handler=run)
 
 
@@ -97,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_rows=args.max_rows,
         train_only_sources=tuple(args.train_only_source),
-        quant_aware=args.quant_aware,
     )
     unknown = set(config.train_only_sources) - set(config.excluded_sources)
     if unknown:
