@@ -36,6 +36,8 @@ def train_command(config: dict[str, Any]) -> str:
         f"--seed {config['seed']}",
         f"--sentiment-weight {config.get('sentiment_weight', 1.0)}",
     ]
+    if config.get("order_seed") is not None:
+        parts.append(f"--order-seed {config['order_seed']}")
     return " ".join(parts)
 
 
@@ -81,7 +83,7 @@ def _stage_lines(stage: dict[str, Any], title: str) -> list[str]:
         f"AdamW lr {config['learning_rate']} (linear decay, {config['warmup_fraction']:.0%} warm-up), "
         f"weight decay {config['weight_decay']}, sentiment loss weight {config.get('sentiment_weight', 1.0)}, "
         f"max {config['max_tokens']} tokens, URLs stripped, cashtags dropped from "
-        f"{config['cashtag_drop']:.0%} of training rows at random. {teacher}{_train_only(config)}"
+        f"{config['cashtag_drop']:.0%} of training rows at random. {teacher}{_train_only(config)}{_order_seed(config)}"
         f"{stage['steps']} steps in {stage['train_seconds'] / 60:.1f} min on "
         f"{stage['environment']['threads']} CPU threads (torch {stage['environment']['torch']}).",
         "",
@@ -101,6 +103,15 @@ def _train_only(config: dict[str, Any]) -> str:
     if not sources:
         return ""
     return f"Trained on, but kept out of dev (dev rows of it dropped): {', '.join(sources)}. "
+
+
+def _order_seed(config: dict[str, Any]) -> str:
+    if config.get("order_seed") is None:
+        return ""
+    return (
+        f"Data order, cashtag drops and dropout from seed {config['order_seed']} "
+        f"(split and head initialisation from seed {config['seed']}). "
+    )
 
 
 def _report_table(report: dict[str, Any]) -> list[str]:

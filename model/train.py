@@ -65,6 +65,9 @@ class TrainConfig:
     excluded_sources: tuple[str, ...] = field(default=DEFAULT_EXCLUDED_SOURCES)
     # Excluded sources to train on anyway; they never enter dev, so dev stays comparable across runs.
     train_only_sources: tuple[str, ...] = ()
+    # Seed for the data order, cashtag drops and dropout only (None: `seed`). The split and the
+    # heads' initial weights stay on `seed`, so runs differing only here can be souped.
+    order_seed: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         """JSON-friendly view (paths as strings)."""
@@ -220,7 +223,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(total_steps * config.warmup_fraction), total_steps
     )
-    rng = np.random.default_rng(config.seed)
+    if config.order_seed is not None:
+        torch.manual_seed(config.order_seed)
+    rng = np.random.default_rng(config.seed if config.order_seed is None else config.order_seed)
     lengths = [len(ids) for ids in plain_ids]
     log(
         f"training: {total_steps} steps ({config.epochs} epochs x {steps_per_epoch}), batch {config.batch_size}"

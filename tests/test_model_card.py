@@ -80,3 +80,10 @@ def test_soup_stage_is_rebuilt_with_finsent_soup() -> None:
 def test_train_only_sources_are_part_of_the_rebuild_command() -> None:
     command = train_command(stage_config(train_only_sources=["poojathakoor/twitter-stock-sentiment"]))
     assert '--train-only-source "poojathakoor/twitter-stock-sentiment"' in command
+
+
+def test_order_seed_is_part_of_the_rebuild_command_only_when_set() -> None:
+    assert "--order-seed" not in train_command(stage_config())
+    assert "--order-seed" not in train_command(stage_config(order_seed=None))
+    command = train_command(stage_config(order_seed=14))
+    assert command.endswith("--seed 13 --sentiment-weight 1.0 --order-seed 14")

@@ -10,10 +10,14 @@ from finsent.cli import main
 pytest.importorskip("torch")
 
 
+def smoke_args(out: Path) -> list[str]:
+    return ["train", "--out", str(out), "--max-rows", "48", "--epochs", "1", "--batch-size", "16"]
+
+
 @pytest.mark.slow
 def test_train_a_few_steps_writes_checkpoint_and_report(tmp_path: Path) -> None:
     out = tmp_path / "train"
-    code = main(["train", "--out", str(out), "--max-rows", "48", "--epochs", "1", "--batch-size", "16"])
+    code = main(smoke_args(out))
     assert code == 0
     report = json.loads((out / "training_report.json").read_text())
     assert report["steps"] == 3
@@ -36,6 +40,17 @@ def test_train_a_few_steps_writes_checkpoint_and_report(tmp_path: Path) -> None:
     souped = load_checkpoint(soup_dir / "checkpoint").state_dict()
     for name, tensor in network.state_dict().items():
         assert (souped[name] - tensor).abs().max() < 1e-6, name
+
+    # Another data order (--order-seed) keeps the split, so the two runs can be souped together.
+    reordered = tmp_path / "reordered"
+    assert main([*smoke_args(reordered), "--order-seed", "14"]) == 0
+    reordered_report = json.loads((reordered / "training_report.json").read_text())
+    assert reordered_report["config"]["order_seed"] == 14
+    assert reordered_report["data"] == report["data"]
+    reordered_weights = load_checkpoint(reordered / "checkpoint").state_dict()
+    assert any((reordered_weights[n] - t).abs().max() > 1e-4 for n, t in network.state_dict().items())
+    mixed = tmp_path / "mixed"
+    assert main(["soup", "--out", str(mixed), str(out / "checkpoint"), str(reordered / "checkpoint")]) == 0
 
 
 def test_soup_needs_two_training_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

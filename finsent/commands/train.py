@@ -47,6 +47,12 @@ def register(subparsers: Any) -> None:
         "--seed", type=int, default=13, help="seed for split, shuffling and init (default 13)"
     )
     parser.add_argument(
+        "--order-seed",
+        type=int,
+        default=None,
+        help="seed for data order, cashtag drops and dropout only; split and head init keep --seed (default: --seed)",
+    )
+    parser.add_argument(
         "--train-only-source",
         action="append",
         default=[],
@@ -89,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         sentiment_weight=args.sentiment_weight,
         teacher_dir=args.teacher,
         seed=args.seed,
+        order_seed=args.order_seed,
         max_rows=args.max_rows,
         train_only_sources=tuple(args.train_only_source),
     )
