@@ -1,8 +1,10 @@
 """Model throughput on this machine: HF pipeline vs PyTorch batched vs ONNX fp32 / int8 (+ GPU).
 
 One run, same texts: every path is timed once per round, rounds interleaved so that the shared
-machine's load hits all paths alike; medians of rates and of per-round ratios are reported. Writes
-bench/results/model_throughput.json and prints a table.
+machine's load hits all paths alike; medians of rates and of per-round ratios are reported. Each
+timing runs in a process of its own holding one model and one thread pool, as a deployment would:
+in one shared process, an idle ONNX Runtime or PyTorch thread pool slowed the next path by up to a
+third, at random from run to run. Writes bench/results/model_throughput.json and prints a table.
 Usage: python bench/model_throughput.py [--train-dir build/soup] [--export-dir build/export]
 Needs the PyTorch checkpoint (`make model` or `finsent train`) for the PyTorch rows.
 """
@@ -13,9 +15,12 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ from bench.hf_pipeline import MultiTaskPipeline
 from model import DEFAULT_MODEL_DIR, Engine, cuda_usable
 from model.batching import length_sorted_batches, pad_batch
 from model.calibration import softmax
+from model.engine import CPU_BATCH_SIZE, GPU_BATCH_SIZE
 from model.manifest import read_manifest
 from model.tokenization import encode_texts, load_tokenizer
 from model.train import load_checkpoint
@@ -53,10 +59,120 @@ def median(values: list[float]) -> float:
 
 
 Scores = tuple[np.ndarray, np.ndarray]
+WARM_UP_TEXTS = 64
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """One measured path: a short key for its worker process, the table name, batch size, texts."""
+
+    key: str
+    name: str
+    batch: int
+    texts: int
+
+
+def path_specs(args: argparse.Namespace) -> list[PathSpec]:
+    """Every path this run measures, in table order (the GPU row only where CUDA is usable)."""
+    specs = [PathSpec("a", "(a) HF pipeline, PyTorch, per message", 1, min(args.pipeline_texts, args.texts))]
+    for size in (int(value) for value in args.torch_batch_sizes.split(",")):
+        specs.append(PathSpec(f"b{size}", f"(b) PyTorch batched, batch {size}", size, args.texts))
+    specs.append(PathSpec("c", "(c) ONNX fp32", CPU_BATCH_SIZE, args.texts))
+    specs.append(PathSpec("d", "(d) ONNX int8", CPU_BATCH_SIZE, args.texts))
+    if cuda_usable():
+        specs.append(PathSpec("e", "(e) ONNX Runtime CUDA fp16", GPU_BATCH_SIZE, args.texts))
+    return specs
+
+
+def path_runner(
+    key: str, args: argparse.Namespace, texts: list[str]
+) -> tuple[Callable[[list[str]], Scores | None], list[str]]:
+    """(callable scoring a list of texts, providers) for one path; loads only what that path needs."""
+    manifest = read_manifest(args.model_dir)
+    temperatures = manifest["temperatures"]
+    max_tokens = int(manifest["max_tokens"])
+    if key in ("c", "d", "e"):
+        directory, variant, device = {
+            "c": (args.export_dir, "fp32", "cpu"),
+            "d": (args.model_dir, "int8", "cpu"),
+            "e": (args.export_dir, "fp16", "cuda"),
+        }[key]
+        if not (directory / "manifest.json").is_file():
+            raise SystemExit(f"no model in {directory}: run `make model` first")
+        # The engine's own defaults: the run size and concurrency the service uses.
+        engine = Engine(directory, variant=variant, device=device)  # type: ignore[arg-type]
+        return engine.probabilities, engine.providers
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    train_dir = args.train_dir or ROOT / manifest["training"]["config"]["out_dir"]
+    if not (train_dir / "checkpoint").is_dir():
+        # The PyTorch weights (90 MB) stay out of the repository's 50 MB model budget.
+        raise SystemExit(
+            f"no PyTorch checkpoint at {train_dir / 'checkpoint'}: the PyTorch rows need the shipped "
+            "model's training run; rebuild it with `make model` or pass --train-dir"
+        )
+    network = load_checkpoint(train_dir / "checkpoint")
+    if key == "a":
+        from transformers import PreTrainedTokenizerFast
+
+        hf_tokenizer = PreTrainedTokenizerFast(
+            tokenizer_file=str(args.model_dir / "tokenizer.json"),
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            unk_token="[UNK]",
+            mask_token="[MASK]",
+        )
+        pipe = MultiTaskPipeline(network, hf_tokenizer, temperatures, max_tokens)
+
+        def per_message(batch_texts: list[str]) -> Scores | None:
+            with torch.inference_mode():
+                for text in batch_texts:
+                    pipe(text)
+            return None
+
+        return per_message, []
+
+    batch_size = int(key[1:])
+    tokenizer = load_tokenizer(args.model_dir, max_tokens)
+
+    def torch_batched(batch_texts: list[str]) -> Scores:
+        token_ids = encode_texts(tokenizer, batch_texts)
+        topic = np.zeros((len(batch_texts), 20), dtype=np.float32)
+        sentiment = np.zeros((len(batch_texts), 3), dtype=np.float32)
+        with torch.inference_mode():
+            for batch in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
+                ids, mask = pad_batch([token_ids[i] for i in batch])
+                t, s = network(torch.from_numpy(ids), torch.from_numpy(mask))
+                topic[batch] = softmax(t.numpy(), temperatures["topic"])
+                sentiment[batch] = softmax(s.numpy(), temperatures["sentiment"])
+        return topic, sentiment
+
+    return torch_batched, []
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Time one path once, after a short warm-up, in this process alone; save seconds and outputs."""
+    spec = next(spec for spec in path_specs(args) if spec.key == args.worker)
+    texts = bench_texts(args.texts)[: spec.texts]
+    run, providers = path_runner(spec.key, args, texts)
+    run(texts[:WARM_UP_TEXTS])
+    started = time.perf_counter()
+    output = run(texts)
+    seconds = time.perf_counter() - started
+    topic, sentiment = output if output is not None else (np.zeros(0), np.zeros(0))
+    np.savez(
+        args.worker_out,
+        seconds=np.array(seconds),
+        topic=topic,
+        sentiment=sentiment,
+        providers=np.array(providers, dtype=str),
+    )
+    return 0
 
 
 def main() -> int:
-    """Measure every path in interleaved rounds and write the JSON results."""
+    """Measure every path in interleaved rounds, each run in its own process, and write the JSON results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--train-dir",
@@ -77,102 +193,58 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker(args)
 
     threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
     manifest = read_manifest(args.model_dir)
-    temperatures = manifest["temperatures"]
-    max_tokens = int(manifest["max_tokens"])
     texts = bench_texts(args.texts)
-    tokenizer = load_tokenizer(args.model_dir, max_tokens)
-    token_ids = encode_texts(tokenizer, texts)
-    lengths = [len(ids) for ids in token_ids]
-    train_dir = args.train_dir or ROOT / manifest["training"]["config"]["out_dir"]
-    if not (train_dir / "checkpoint").is_dir():
-        # The PyTorch weights (90 MB) stay out of the repository's 50 MB model budget.
-        print(
-            f"error: no PyTorch checkpoint at {train_dir / 'checkpoint'}: the PyTorch rows need the "
-            "shipped model's training run; rebuild it with `make model` or pass --train-dir",
-            file=sys.stderr,
-        )
-        return 2
-    network = load_checkpoint(train_dir / "checkpoint")
-
-    from transformers import PreTrainedTokenizerFast
-
-    hf_tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(args.model_dir / "tokenizer.json"),
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        unk_token="[UNK]",
-        mask_token="[MASK]",
-    )
-    pipe = MultiTaskPipeline(network, hf_tokenizer, temperatures, max_tokens)
-    subset = texts[: args.pipeline_texts]
-
-    def per_message() -> Scores | None:
-        with torch.inference_mode():
-            for text in subset:
-                pipe(text)
-        return None
-
-    def torch_batched(batch_size: int) -> Callable[[], Scores]:
-        def run() -> Scores:
-            topic = np.zeros((len(texts), 20), dtype=np.float32)
-            sentiment = np.zeros((len(texts), 3), dtype=np.float32)
-            with torch.inference_mode():
-                for batch in length_sorted_batches(lengths, batch_size):
-                    ids, mask = pad_batch([token_ids[i] for i in batch])
-                    t, s = network(torch.from_numpy(ids), torch.from_numpy(mask))
-                    topic[batch] = softmax(t.numpy(), temperatures["topic"])
-                    sentiment[batch] = softmax(s.numpy(), temperatures["sentiment"])
-            return topic, sentiment
-
-        return run
-
-    # name, batch, texts, callable, engine (for providers); every path runs once per round.
-    paths: list[tuple[str, int, int, Callable[[], Scores | None], Engine | None]] = [
-        ("(a) HF pipeline, PyTorch, per message", 1, len(subset), per_message, None)
+    lengths = [
+        len(ids) for ids in encode_texts(load_tokenizer(args.model_dir, int(manifest["max_tokens"])), texts)
     ]
-    for size in (int(value) for value in args.torch_batch_sizes.split(",")):
-        paths.append((f"(b) PyTorch batched, batch {size}", size, len(texts), torch_batched(size), None))
-    engines = [
-        ("(c) ONNX fp32", args.export_dir, "fp32", "cpu"),
-        ("(d) ONNX int8", args.model_dir, "int8", "cpu"),
+    specs = path_specs(args)
+    shared = [
+        *("--model-dir", str(args.model_dir), "--export-dir", str(args.export_dir)),
+        *("--texts", str(args.texts), "--pipeline-texts", str(args.pipeline_texts)),
+        *("--torch-batch-sizes", args.torch_batch_sizes),
+        *(("--train-dir", str(args.train_dir)) if args.train_dir else ()),
     ]
-    if cuda_usable():
-        engines.append(("(e) ONNX Runtime CUDA fp16", args.export_dir, "fp16", "cuda"))
-    for name, directory, variant, device in engines:
-        if not (directory / "manifest.json").is_file():
-            print(f"skipping {name}: no model in {directory}", file=sys.stderr)
-            continue
-        # The engine's own defaults: the run size and concurrency the service uses.
-        engine = Engine(directory, variant=variant, device=device)  # type: ignore[arg-type]
+    seconds: dict[str, list[float]] = {spec.name: [] for spec in specs}
+    outputs: dict[str, Scores | None] = {}
+    providers: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory() as work:
+        for round_index in range(args.rounds):
+            for spec in specs:
+                result_file = Path(work) / f"{spec.key}.npz"
+                command = [
+                    sys.executable,
+                    __file__,
+                    *shared,
+                    "--worker",
+                    spec.key,
+                    "--worker-out",
+                    str(result_file),
+                ]
+                subprocess.run(command, check=True)
+                with np.load(result_file) as saved:
+                    seconds[spec.name].append(float(saved["seconds"]))
+                    scored = saved["topic"].size > 0
+                    outputs[spec.name] = (saved["topic"], saved["sentiment"]) if scored else None
+                    providers[spec.name] = [str(value) for value in saved["providers"]]
+            print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    paths = [(spec.name, spec.batch, spec.texts, providers[spec.name]) for spec in specs]
 
-        def run_engine(engine: Engine = engine) -> Scores:
-            return engine.probabilities(texts)
-
-        paths.append((name, engine.batch_size, len(texts), run_engine, engine))
-
-    outputs: dict[str, Scores | None] = {name: run() for name, _, _, run, _ in paths}  # warm-up
-    seconds: dict[str, list[float]] = {name: [] for name, *_ in paths}
-    for round_index in range(args.rounds):
-        for name, _, _, run, _ in paths:
-            started = time.perf_counter()
-            outputs[name] = run()
-            seconds[name].append(time.perf_counter() - started)
-        print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-
-    rates = {name: [count / s for s in seconds[name]] for name, _, count, _, _ in paths}
+    rates = {name: [count / s for s in seconds[name]] for name, _, count, _ in paths}
     torch_names = [name for name, *_ in paths if name.startswith("(b)")]
     best_b = max(torch_names, key=lambda name: median(rates[name]))
     reference = outputs[best_b]
     assert reference is not None
     name_a = paths[0][0]
     rows: list[dict[str, Any]] = []
-    for name, batch, count, _, path_engine in paths:
+    for name, batch, count, path_providers in paths:
         row: dict[str, Any] = {
             "name": name,
             "batch": batch,
@@ -184,8 +256,8 @@ def main() -> int:
             "x_vs_b": median([r / b for r, b in zip(rates[name], rates[best_b], strict=True)]),
         }
         output = outputs[name]
-        if path_engine is not None and output is not None:
-            row["providers"] = path_engine.providers
+        if path_providers and output is not None:
+            row["providers"] = path_providers
             row["topic_agreement_with_b"] = float(np.mean(output[0].argmax(1) == reference[0].argmax(1)))
             row["sentiment_agreement_with_b"] = float(np.mean(output[1].argmax(1) == reference[1].argmax(1)))
         rows.append(row)

@@ -9,7 +9,7 @@ each product unchanged while moving the outliers into the weights, which are qua
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -60,13 +60,18 @@ def smooth(
     batches: Iterable[Batch],
     alpha: float = DEFAULT_ALPHA,
     node_alpha: dict[str, float] | None = None,
+    exclude: Collection[str] = (),
 ) -> int:
     """Write a smoothed copy of the graph (same outputs up to float rounding); returns nodes smoothed.
 
     alpha is the share of each channel's range moved into the weights; node_alpha overrides it by node name.
+    Nodes named in exclude (those that stay in float) are left alone: their Mul would only cost time.
     """
     model = onnx.load(str(fp32_path))
-    targets = smoothing_targets(model)
+    targets = [node for node in smoothing_targets(model) if node.name not in exclude]
+    if not targets:
+        onnx.save(model, str(out_path))
+        return 0
     maxima = channel_abs_max(model, [node.input[0] for node in targets], batches)
     initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     for index, node in enumerate(targets):

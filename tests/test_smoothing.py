@@ -71,3 +71,13 @@ def test_smoothing_flattens_the_outlier_channel(tmp_path: Path) -> None:
     after = channel_abs_max(model, [matmul_input], batches())[matmul_input]
     assert before.max() / before.min() > 100
     assert after.max() / after.min() < before.max() / before.min() / 5
+
+
+def test_excluded_nodes_stay_unsmoothed(tmp_path: Path) -> None:
+    original, smoothed = tmp_path / "original.onnx", tmp_path / "smoothed.onnx"
+    tiny_graph(original)
+    assert smooth(original, smoothed, batches(), exclude={"dense/MatMul"}) == 0
+    model = onnx.load(str(smoothed))
+    assert [node.op_type for node in model.graph.node].count("Mul") == 1  # only the graph's own gain
+    probe = np.array([[3, 7, 0, 11]], dtype=np.int64)
+    np.testing.assert_array_equal(run(smoothed, probe), run(original, probe))

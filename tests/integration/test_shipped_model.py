@@ -75,3 +75,20 @@ def test_engine_reports_version_and_cpu_provider(engine: Engine) -> None:
     assert engine.version.startswith("minilm-mt-")
     assert engine.variant == "int8"
     assert engine.providers == ["CPUExecutionProvider"]
+
+
+def test_cpu_graph_has_the_measured_layout() -> None:
+    """Residual Add + LayerNorm unfused; layer 0's FFN output float and unsmoothed, layers 1-5 per token."""
+    import onnx
+
+    graph = onnx.load(str(DEFAULT_MODEL_DIR / "model.int8.onnx")).graph
+    op_types = [node.op_type for node in graph.node]
+    assert "SkipLayerNormalization" not in op_types and op_types.count("LayerNormalization") == 12
+    producers = {output: node for node in graph.node for output in node.output}
+    (float_matmul,) = [node for node in graph.node if node.op_type == "MatMul"]
+    assert "layer.0/output/dense" in float_matmul.name
+    assert producers[float_matmul.input[0]].op_type != "Mul"
+    per_token = {
+        node.name.split("/output/dense")[0] for node in graph.node if node.name.endswith("_per_token_MatMul")
+    }
+    assert len(per_token) == 5 and not any("layer.0" in name for name in per_token)

@@ -1,0 +1,115 @@
+"""Per-token uint8 quantisation of the feed-forward output MatMuls (input: the GELU output).
+
+ONNX Runtime's dynamic quantisation gives a whole activation tensor one scale. The GELU output's
+range differs a lot from token to token, so one scale per run costs the quiet tokens their
+resolution (argmax agreement with PyTorch fell to 95-96 %). Here each token gets its own scale.
+GELU is bounded below (its minimum is -0.16997), so the input is shifted by GELU_SHIFT to be
+non-negative and quantised to all 256 uint8 steps with zero point 0, twice the steps a symmetric
+int8 code would give the (almost all positive) values. The shift's effect on the product,
+-GELU_SHIFT * column sums of W, is a constant folded into the following bias Add.
+
+Per node: x' = x + c; s = max(x') / 255 per token; q = round(x' / s) as uint8;
+y = s * (q @ W_q) * w_scale - c * sum(W), with W_q int8 per output column (ONNX Runtime's u8 x s8
+integer MatMul, the fast path on x86).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+GELU_SHIFT = 0.17  # just above |min GELU(x)| = 0.16997, so x + GELU_SHIFT >= 0
+_CONSTANTS = {
+    "per_token_shift": np.array(GELU_SHIFT, np.float32),
+    "per_token_inv255": np.array(1.0 / 255, np.float32),
+    "per_token_eps": np.array(1e-8, np.float32),
+    "per_token_one": np.array(1.0, np.float32),
+}
+
+
+def _bias_add(
+    graph: onnx.GraphProto, tensor: str, initializers: dict[str, onnx.TensorProto]
+) -> onnx.NodeProto | None:
+    """The Add that is the only consumer of tensor and adds a 1-D initialiser (the layer's bias), if any."""
+    consumers = [node for node in graph.node if tensor in node.input]
+    if len(consumers) != 1 or consumers[0].op_type != "Add":
+        return None
+    other = [name for name in consumers[0].input if name != tensor]
+    add: onnx.NodeProto = consumers[0]
+    if len(other) == 1 and other[0] in initializers and len(initializers[other[0]].dims) == 1:
+        return add
+    return None
+
+
+def per_token_uint8(model: onnx.ModelProto, node_names: Iterable[str]) -> int:
+    """Replace each named MatMul (GELU-output input, weight initialiser) in place; returns how many."""
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    graph.initializer.extend(
+        numpy_helper.from_array(value, name) for name, value in _CONSTANTS.items() if name not in initializers
+    )
+    replaced = 0
+    for name in node_names:
+        node = next(node for node in graph.node if node.name == name and node.op_type == "MatMul")
+        activation, weight_name = node.input
+        weight = numpy_helper.to_array(initializers[weight_name]).astype(np.float32)
+        weight_scale = np.maximum(np.abs(weight).max(axis=0), 1e-8) / 127
+        quantized = np.clip(np.round(weight / weight_scale), -127, 127).astype(np.int8)
+        shift_effect = (-GELU_SHIFT * weight.sum(axis=0)).astype(np.float32)
+        p = f"{name}_per_token"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(quantized, f"{p}_weight"),
+                numpy_helper.from_array(weight_scale.astype(np.float32), f"{p}_weight_scale"),
+            ]
+        )
+        output = node.output[0]
+        bias_add = _bias_add(graph, output, initializers)
+        if bias_add is not None:
+            bias_name = next(name for name in bias_add.input if name != output)
+            bias = numpy_helper.to_array(initializers[bias_name]) + shift_effect
+            initializers[bias_name].CopyFrom(numpy_helper.from_array(bias.astype(np.float32), bias_name))
+            scaled_output = output
+        else:
+            graph.initializer.append(numpy_helper.from_array(shift_effect, f"{p}_shift_effect"))
+            scaled_output = f"{p}_scaled_output"
+        replacement = [
+            helper.make_node("Add", [activation, "per_token_shift"], [f"{p}_shifted"], name=f"{p}_Shift"),
+            helper.make_node(
+                "ReduceMax", [f"{p}_shifted"], [f"{p}_max"], axes=[-1], keepdims=1, name=f"{p}_Max"
+            ),
+            helper.make_node("Max", [f"{p}_max", "per_token_eps"], [f"{p}_max_safe"], name=f"{p}_Floor"),
+            helper.make_node("Mul", [f"{p}_max_safe", "per_token_inv255"], [f"{p}_scale"], name=f"{p}_Scale"),
+            helper.make_node("Div", [f"{p}_shifted", f"{p}_scale"], [f"{p}_steps"], name=f"{p}_Steps"),
+            # Scale 1 and no zero point: uint8 round-to-nearest of values already in [0, 255].
+            helper.make_node(
+                "QuantizeLinear", [f"{p}_steps", "per_token_one"], [f"{p}_q"], name=f"{p}_Quantize"
+            ),
+            helper.make_node("MatMulInteger", [f"{p}_q", f"{p}_weight"], [f"{p}_int32"], name=f"{p}_MatMul"),
+            helper.make_node(
+                "Cast", [f"{p}_int32"], [f"{p}_float"], to=onnx.TensorProto.FLOAT, name=f"{p}_Cast"
+            ),
+            helper.make_node(
+                "Mul", [f"{p}_float", f"{p}_weight_scale"], [f"{p}_by_weight"], name=f"{p}_WeightScale"
+            ),
+            helper.make_node(
+                "Mul", [f"{p}_by_weight", f"{p}_scale"], [scaled_output], name=f"{p}_TokenScale"
+            ),
+        ]
+        if bias_add is None:
+            replacement.append(
+                helper.make_node(
+                    "Add", [scaled_output, f"{p}_shift_effect"], [output], name=f"{p}_ShiftEffect"
+                )
+            )
+        position = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, new_node in enumerate(replacement):
+            graph.node.insert(position + offset, new_node)
+        if not any(weight_name in other.input for other in graph.node):
+            graph.initializer.remove(initializers[weight_name])
+        replaced += 1
+    return replaced
