@@ -32,7 +32,7 @@ from bench.graph_variants import Batches, compare, run_all, write_results
 from model import DEFAULT_MODEL_DIR
 from model.engine import OnnxSession
 from model.export import (
-    PER_TOKEN_LAYERS,
+    FLOAT_FFN_LAYERS,
     calibration_batches,
     dynamic_int8,
     ffn_output_matmuls,
@@ -47,13 +47,13 @@ LAYERS = 6
 def variants(fp32: Path, calibration: Batches, work: Path) -> dict[str, Path]:
     """The four int8 graphs, written under ``work``; the float one first (the reference)."""
     paths = {}
-    for label, layers in (
-        ("float (all six)", ()),
-        (f"shipped: per token, layers {PER_TOKEN_LAYERS[0]}-{PER_TOKEN_LAYERS[-1]}", PER_TOKEN_LAYERS),
-        ("per token, all six", tuple(range(LAYERS))),
+    for label, float_layers in (
+        ("float (all six)", tuple(range(LAYERS))),
+        ("shipped: per token, layers 1-5", FLOAT_FFN_LAYERS),
+        ("per token, all six", ()),
     ):
-        path = work / f"per_token_{len(layers)}.onnx"
-        quantize_int8(fp32, path, calibration, per_token_layers=layers)
+        path = work / f"float_{len(float_layers)}.onnx"
+        quantize_int8(fp32, path, calibration, float_layers=float_layers)
         paths[label] = path
     per_run = work / "per_run.onnx"
     float_graph = paths["float (all six)"]
@@ -68,7 +68,8 @@ def layer_effect(fp32: Path, calibration: Batches, float_graph: Path, work: Path
     rows = []
     for layer in range(LAYERS):
         path = work / f"layer_{layer}.onnx"
-        quantize_int8(fp32, path, calibration, per_token_layers=(layer,))
+        others = [other for other in range(LAYERS) if other != layer]
+        quantize_int8(fp32, path, calibration, float_layers=others)
         topic, sentiment = run_all(OnnxSession(path, device="cpu"), calibration)
         rows.append(
             {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,12 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAMES = ("topic_probs", "sentiment_probs")
 # Minimum argmax agreement with PyTorch per variant; below it export fails.
 PARITY_AGREEMENT = {"fp32": 0.999, "int8": 0.98, "fp16": 0.99}
-# Feed-forward output MatMuls quantised per token; layer 0's stays float. Quantised alone, each
-# layer's moves the probabilities on the calibration (training) texts less the deeper it sits, and
-# layer 0's most (mean |p difference| on sentiment 0.0042, against 0.0029 for layer 1 and 0.0004
-# for layer 5; measured for the shipped model with `python bench/ffn_int8.py --layer-effect`).
-PER_TOKEN_LAYERS = (1, 2, 3, 4, 5)
+# Layers whose feed-forward output MatMul stays float; every other layer's is quantised per token.
+# Quantised alone, each layer's moves the probabilities on the calibration (training) texts less the
+# deeper it sits, and layer 0's most (mean |p difference| on sentiment 0.0042, against 0.0029 for
+# layer 1 and 0.0004 for layer 5; measured for the shipped model with
+# `python bench/ffn_int8.py --layer-effect`).
+FLOAT_FFN_LAYERS = (0,)
 # Training texts whose activation ranges set the smoothing scales.
 CALIBRATION_ROWS = 512
 PARITY_MAX_PROB_DIFF = {"fp32": 1e-3, "int8": 0.5, "fp16": 0.05}
@@ -155,15 +156,15 @@ def calibration_batches(report: dict[str, Any], out_dir: Path, rows: int = CALIB
 
 
 def quantize_int8(
-    fp32_path: Path, out_path: Path, batches: list[Batch], per_token_layers: Sequence[int] = PER_TOKEN_LAYERS
+    fp32_path: Path, out_path: Path, batches: list[Batch], float_layers: Collection[int] = FLOAT_FFN_LAYERS
 ) -> None:
     """Smooth, then int8: attention and MatMuls per run, chosen feed-forward outputs per token.
 
     Each layer's feed-forward output MatMul reads the GELU output, whose range varies from token to
     token: one activation scale per run (ONNX Runtime's dynamic quantisation) dropped argmax
     agreement with PyTorch to 95-96 %, so those get one scale per token (model/per_token.py), except
-    in the layers not in per_token_layers, which stay float. They are never smoothed: per-token
-    scales need no smoothing, and a float MatMul would only pay for the Mul.
+    in float_layers, where they stay float. They are never smoothed: per-token scales need no
+    smoothing, and a float MatMul would only pay for the Mul.
     """
     feed_forward_outputs = ffn_output_matmuls(onnx.load(str(fp32_path)))
     smoothed_path = out_path.with_suffix(".smoothed.onnx")
@@ -173,7 +174,9 @@ def quantize_int8(
     )
     smoothed_path.unlink()
     model = onnx.load(str(out_path))
-    per_token_uint8(model, [feed_forward_outputs[layer] for layer in per_token_layers])
+    per_token_uint8(
+        model, [name for layer, name in enumerate(feed_forward_outputs) if layer not in float_layers]
+    )
     onnx.save(model, str(out_path))
     store_large_embeddings_fp16(out_path)
 
