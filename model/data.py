@@ -12,7 +12,8 @@ import pandas as pd
 from model.labels import IGNORE_INDEX, sentiment_from_dataset, topic_from_dataset
 from model.text import dedupe_key
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPOSITORY_ROOT / "data"
 TOPIC_FILE = "twitter_topic_train.csv"
 SENTIMENT_FILES = ("twitter_sentiment_train.csv", "extra_sentiment_train.csv")
 # Very short StockTwits fragments with cashtags stripped ("adding" labelled bullish); the
@@ -26,6 +27,25 @@ class Splits:
 
     train: pd.DataFrame
     dev: pd.DataFrame
+
+
+def recorded_data_dir(data_dir: Path | str) -> str:
+    """data_dir as reports and manifests record it: relative to the repository when inside it.
+
+    An absolute path would tie a shipped manifest to the machine that built it.
+    """
+    resolved = Path(data_dir).resolve()
+    return (
+        str(resolved.relative_to(REPOSITORY_ROOT))
+        if resolved.is_relative_to(REPOSITORY_ROOT)
+        else str(resolved)
+    )
+
+
+def data_dir_of(recorded: Path | str) -> Path:
+    """The folder a recorded data_dir names (a relative one is relative to the repository)."""
+    path = Path(recorded)
+    return path if path.is_absolute() else REPOSITORY_ROOT / path
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -102,7 +122,7 @@ def run_splits(
 def splits_of_run(config: dict[str, Any]) -> Splits:
     """The train/dev split a training run used, rebuilt from its recorded config (report["config"])."""
     return run_splits(
-        Path(str(config["data_dir"])),
+        data_dir_of(config["data_dir"]),
         tuple(config["excluded_sources"]),
         tuple(config.get("train_only_sources", ())),
         config["dev_percent"],

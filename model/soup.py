@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from model.data import splits_of_run
+from model.data import data_dir_of, recorded_data_dir, splits_of_run
 from model.tokenization import encode_texts, load_tokenizer
 from model.train import REPORT_FILE, _log, calibrate_on_dev, earlier_stages, load_checkpoint, save_checkpoint
 
@@ -25,7 +25,7 @@ SHARED_SETTINGS = ("data_dir", "dev_percent", "seed", "excluded_sources", "max_t
 
 def _setting(config: dict[str, Any], key: str) -> Any:
     value = config.get(key)
-    return Path(str(value)).resolve() if key == "data_dir" else value
+    return recorded_data_dir(data_dir_of(str(value))) if key == "data_dir" else value
 
 
 def soup(checkpoints: list[Path], out_dir: Path, log: Callable[[str], None] = _log) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def soup(checkpoints: list[Path], out_dir: Path, log: Callable[[str], None] = _l
             by_source[source] = max(by_source.get(source, 0), count)
     report = {
         "config": {
-            **{key: first[key] for key in SHARED_SETTINGS},
+            **{key: _setting(first, key) for key in SHARED_SETTINGS},
             "out_dir": str(out_dir),
             "soup_of": [str(checkpoint) for checkpoint in checkpoints],
         },

@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, get_linear_schedu
 from model.base import check_base_dir
 from model.batching import length_sorted_batches, pad_batch, shuffled_length_batches
 from model.calibration import expected_calibration_error, fit_temperature, softmax
-from model.data import DEFAULT_EXCLUDED_SOURCES, run_splits
+from model.data import DEFAULT_EXCLUDED_SOURCES, recorded_data_dir, run_splits
 from model.gold import is_gold
 from model.labels import IGNORE_INDEX, SENTIMENT_LABELS, TOPIC_LABELS
 from model.metrics import classification_report
@@ -70,8 +70,9 @@ class TrainConfig:
     order_seed: int | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """JSON-friendly view (paths as strings)."""
-        return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
+        """JSON-friendly view (paths as strings, the data folder as recorded_data_dir gives it)."""
+        view = {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
+        return {**view, "data_dir": recorded_data_dir(self.data_dir)}
 
 
 def set_seeds(seed: int) -> None:

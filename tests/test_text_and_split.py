@@ -1,7 +1,13 @@
+from pathlib import Path
+
+import pytest
+
 from model.data import (
     DEFAULT_DATA_DIR,
     DEFAULT_EXCLUDED_SOURCES,
+    data_dir_of,
     load_training_table,
+    recorded_data_dir,
     run_splits,
     split_train_dev,
     splits_of_run,
@@ -56,3 +62,15 @@ def test_train_only_source_adds_training_rows_and_leaves_dev_unchanged() -> None
         "seed": 13,
     }
     assert len(splits_of_run(config).train) == len(with_pooja.train)
+
+
+def test_recorded_data_dir_travels_with_the_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shipped manifest records its data folder; an absolute path would name the build machine.
+    assert recorded_data_dir(DEFAULT_DATA_DIR) == "data"
+    assert recorded_data_dir(tmp_path) == str(tmp_path.resolve())
+    assert data_dir_of("data") == DEFAULT_DATA_DIR and data_dir_of(tmp_path) == tmp_path
+    monkeypatch.chdir(tmp_path)  # a relative record is read from the repository, not the working folder
+    config = {"data_dir": "data", "excluded_sources": [], "dev_percent": 10, "seed": 13}
+    assert len(splits_of_run(config).dev) == len(
+        split_train_dev(load_training_table(DEFAULT_DATA_DIR, ())).dev
+    )
