@@ -32,12 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.hf_pipeline import MultiTaskPipeline
 from model import DEFAULT_MODEL_DIR, Engine, cuda_usable
-from model.batching import length_sorted_batches, pad_batch
 from model.calibration import softmax
 from model.engine import CPU_BATCH_SIZE, GPU_BATCH_SIZE
 from model.manifest import read_manifest
 from model.tokenization import encode_texts, load_tokenizer
-from model.train import load_checkpoint
+from model.train import load_checkpoint, predict_logits
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "model_throughput.json"
@@ -84,9 +83,7 @@ def path_specs(args: argparse.Namespace) -> list[PathSpec]:
     return specs
 
 
-def path_runner(
-    key: str, args: argparse.Namespace, texts: list[str]
-) -> tuple[Callable[[list[str]], Scores | None], list[str]]:
+def path_runner(key: str, args: argparse.Namespace) -> tuple[Callable[[list[str]], Scores | None], list[str]]:
     """(callable scoring a list of texts, providers) for one path; loads only what that path needs."""
     manifest = read_manifest(args.model_dir)
     temperatures = manifest["temperatures"]
@@ -137,16 +134,8 @@ def path_runner(
     tokenizer = load_tokenizer(args.model_dir, max_tokens)
 
     def torch_batched(batch_texts: list[str]) -> Scores:
-        token_ids = encode_texts(tokenizer, batch_texts)
-        topic = np.zeros((len(batch_texts), 20), dtype=np.float32)
-        sentiment = np.zeros((len(batch_texts), 3), dtype=np.float32)
-        with torch.inference_mode():
-            for batch in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
-                ids, mask = pad_batch([token_ids[i] for i in batch])
-                t, s = network(torch.from_numpy(ids), torch.from_numpy(mask))
-                topic[batch] = softmax(t.numpy(), temperatures["topic"])
-                sentiment[batch] = softmax(s.numpy(), temperatures["sentiment"])
-        return topic, sentiment
+        topic, sentiment = predict_logits(network, encode_texts(tokenizer, batch_texts), batch_size)
+        return softmax(topic, temperatures["topic"]), softmax(sentiment, temperatures["sentiment"])
 
     return torch_batched, []
 
@@ -155,7 +144,7 @@ def worker(args: argparse.Namespace) -> int:
     """Time one path once, after a short warm-up, in this process alone; save seconds and outputs."""
     spec = next(spec for spec in path_specs(args) if spec.key == args.worker)
     texts = bench_texts(args.texts)[: spec.texts]
-    run, providers = path_runner(spec.key, args, texts)
+    run, providers = path_runner(spec.key, args)
     run(texts[:WARM_UP_TEXTS])
     started = time.perf_counter()
     output = run(texts)
