@@ -14,7 +14,6 @@ from finsent.errors import UsageError
 COMMAND_MODULES = (
     "finsent.commands.classify",
     "finsent.commands.evaluate",
-    "finsent.commands.adapt",
     "finsent.commands.train",
     "finsent.commands.soup",
     "finsent.commands.export",

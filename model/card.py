@@ -38,6 +38,8 @@ def train_command(config: dict[str, Any]) -> str:
     ]
     if config.get("order_seed") is not None:
         parts.append(f"--order-seed {config['order_seed']}")
+    if config.get("layer_decay", 1.0) != 1.0:
+        parts.append(f"--layer-decay {config['layer_decay']}")
     return " ".join(parts)
 
 
@@ -80,7 +82,8 @@ def _stage_lines(stage: dict[str, Any], title: str) -> list[str]:
         )
     lines = [
         f"{title}: from {base}, {config['epochs']} epochs, batch {config['batch_size']}, "
-        f"AdamW lr {config['learning_rate']} (linear decay, {config['warmup_fraction']:.0%} warm-up), "
+        f"AdamW lr {config['learning_rate']} (linear decay, {config['warmup_fraction']:.0%} warm-up"
+        f"{_layer_decay(config)}), "
         f"weight decay {config['weight_decay']}, sentiment loss weight {config.get('sentiment_weight', 1.0)}, "
         f"max {config['max_tokens']} tokens, URLs stripped, cashtags dropped from "
         f"{config['cashtag_drop']:.0%} of training rows at random. {teacher}{_train_only(config)}{_order_seed(config)}"
@@ -103,6 +106,11 @@ def _train_only(config: dict[str, Any]) -> str:
     if not sources:
         return ""
     return f"Trained on, but kept out of dev (dev rows of it dropped): {', '.join(sources)}. "
+
+
+def _layer_decay(config: dict[str, Any]) -> str:
+    decay = config.get("layer_decay", 1.0)
+    return "" if decay == 1.0 else f", x{decay} per encoder layer down from the top"
 
 
 def _order_seed(config: dict[str, Any]) -> str:

@@ -68,6 +68,9 @@ class TrainConfig:
     # Seed for the data order, cashtag drops and dropout only (None: `seed`). The split and the
     # heads' initial weights stay on `seed`, so runs differing only here can be souped.
     order_seed: int | None = None
+    # Layer-wise learning-rate decay: layer k of L gets lr * layer_decay ** (L - k), the embeddings
+    # lr * layer_decay ** (L + 1); the heads get lr. 1.0 is one rate for all.
+    layer_decay: float = 1.0
 
     def as_json(self) -> dict[str, Any]:
         """JSON-friendly view (paths as strings, the data folder as recorded_data_dir gives it)."""
@@ -205,17 +208,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
         network = load_checkpoint(config.base_dir)
     else:
         network = MultiTaskClassifier.from_base(config.base_dir)
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm")
-    parameters = [
-        {
-            "params": [p for n, p in network.named_parameters() if not any(k in n for k in no_decay)],
-            "weight_decay": config.weight_decay,
-        },
-        {
-            "params": [p for n, p in network.named_parameters() if any(k in n for k in no_decay)],
-            "weight_decay": 0.0,
-        },
-    ]
+    parameters = parameter_groups(network, config.learning_rate, config.weight_decay, config.layer_decay)
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate)
     steps_per_epoch = -(-len(plain_ids) // config.batch_size)
     total_steps = max(1, round(steps_per_epoch * config.epochs))
@@ -325,6 +318,30 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     (config.out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
     log(f"saved checkpoint to {checkpoint_dir} and report to {config.out_dir / REPORT_FILE}")
     return report
+
+
+def parameter_groups(
+    network: MultiTaskClassifier, learning_rate: float, weight_decay: float, layer_decay: float
+) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and LayerNorms, learning rate decayed by depth."""
+    layers = int(network.encoder_config.num_hidden_layers)
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, parameter in network.named_parameters():
+        depth = _depth(name, layers)
+        rate = learning_rate * layer_decay ** (layers + 1 - depth)
+        decay = (
+            0.0 if any(key in name for key in ("bias", "LayerNorm.weight", "layer_norm")) else weight_decay
+        )
+        groups.setdefault((rate, decay), []).append(parameter)
+    return [{"params": params, "lr": rate, "weight_decay": decay} for (rate, decay), params in groups.items()]
+
+
+def _depth(name: str, layers: int) -> int:
+    """0 for the embeddings, k + 1 for encoder layer k, layers + 1 for the pooler and the heads."""
+    match = re.search(r"\.layer\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    return 0 if ".embeddings." in f".{name}" else layers + 1
 
 
 def calibrate_on_dev(

@@ -87,3 +87,8 @@ def test_order_seed_is_part_of_the_rebuild_command_only_when_set() -> None:
     assert "--order-seed" not in train_command(stage_config(order_seed=None))
     command = train_command(stage_config(order_seed=14))
     assert command.endswith("--seed 13 --sentiment-weight 1.0 --order-seed 14")
+
+
+def test_layer_decay_is_part_of_the_rebuild_command_only_when_set() -> None:
+    assert "--layer-decay" not in train_command(stage_config())
+    assert train_command(stage_config(layer_decay=0.85)).endswith("--layer-decay 0.85")

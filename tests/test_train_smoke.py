@@ -61,6 +61,8 @@ def test_soup_needs_two_training_checkpoints(tmp_path: Path, capsys: pytest.Capt
 def test_train_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--out", str(tmp_path), "--epochs", "0"]) == 2
     assert "--epochs" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path), "--layer-decay", "1.5"]) == 2
+    assert "--layer-decay must be in (0, 1]" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path), "--base", str(tmp_path)]) == 2
     assert "config.json" in capsys.readouterr().err
 

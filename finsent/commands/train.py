@@ -34,6 +34,13 @@ def register(subparsers: Any) -> None:
         "--learning-rate", type=float, default=8e-5, help="peak AdamW learning rate (default 8e-5)"
     )
     parser.add_argument(
+        "--layer-decay",
+        type=float,
+        default=1.0,
+        help="layer-wise learning-rate decay: each encoder layer below the top gets this factor "
+        "more (default 1.0: one rate)",
+    )
+    parser.add_argument(
         "--sentiment-weight", type=float, default=1.0, help="weight of the sentiment loss (default 1.0)"
     )
     parser.add_argument(
@@ -75,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"training needs the 'train' extra (pip install -e '.[train]'): {error}") from None
     if args.epochs <= 0:
         raise UsageError(f"--epochs must be positive, got {args.epochs}")
+    if not 0 < args.layer_decay <= 1:
+        raise UsageError(f"--layer-decay must be in (0, 1], got {args.layer_decay}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     try:
@@ -91,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        layer_decay=args.layer_decay,
         max_tokens=args.max_tokens,
         sentiment_weight=args.sentiment_weight,
         teacher_dir=args.teacher,
