@@ -224,20 +224,19 @@ def main() -> int:
                     outputs[spec.name] = (saved["topic"], saved["sentiment"]) if scored else None
                     providers[spec.name] = [str(value) for value in saved["providers"]]
             print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    paths = [(spec.name, spec.batch, spec.texts, providers[spec.name]) for spec in specs]
-
-    rates = {name: [count / s for s in seconds[name]] for name, _, count, _ in paths}
-    torch_names = [name for name, *_ in paths if name.startswith("(b)")]
+    rates = {spec.name: [spec.texts / s for s in seconds[spec.name]] for spec in specs}
+    torch_names = [spec.name for spec in specs if spec.key.startswith("b")]
     best_b = max(torch_names, key=lambda name: median(rates[name]))
     reference = outputs[best_b]
     assert reference is not None
-    name_a = paths[0][0]
+    name_a = specs[0].name
     rows: list[dict[str, Any]] = []
-    for name, batch, count, path_providers in paths:
+    for spec in specs:
+        name = spec.name
         row: dict[str, Any] = {
             "name": name,
-            "batch": batch,
-            "texts": count,
+            "batch": spec.batch,
+            "texts": spec.texts,
             "seconds_per_round": seconds[name],
             "messages_per_second": median(rates[name]),
             # Ratios per round (both paths measured minutes apart at most), then the median.
@@ -245,8 +244,8 @@ def main() -> int:
             "x_vs_b": median([r / b for r, b in zip(rates[name], rates[best_b], strict=True)]),
         }
         output = outputs[name]
-        if path_providers and output is not None:
-            row["providers"] = path_providers
+        if providers[name] and output is not None:
+            row["providers"] = providers[name]
             row["topic_agreement_with_b"] = float(np.mean(output[0].argmax(1) == reference[0].argmax(1)))
             row["sentiment_agreement_with_b"] = float(np.mean(output[1].argmax(1) == reference[1].argmax(1)))
         rows.append(row)
