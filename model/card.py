@@ -27,6 +27,10 @@ def train_command(config: dict[str, Any]) -> str:
         parts.append(f"--base {config['base_dir']}")
     if config.get("teacher_dir"):
         parts.append(f"--teacher {config['teacher_dir']}")
+    if config.get("distill_weight", 0.0) > 0:
+        parts.append(f"--distill-weight {config['distill_weight']}")
+    if tuple(config.get("tasks", ("topic", "sentiment"))) != ("topic", "sentiment"):
+        parts += [f"--task {task}" for task in config["tasks"]]
     parts += [f'--train-only-source "{source}"' for source in config.get("train_only_sources", [])]
     parts += [
         f"--epochs {config['epochs']}",
@@ -80,6 +84,13 @@ def _stage_lines(stage: dict[str, Any], title: str) -> list[str]:
             f"calibrated probability reached {config.get('teacher_threshold', 0.9)} (pseudo-labels: {counts}); "
             "the teacher never saw the dev split. "
         )
+        if config.get("distill_weight", 0.0) > 0:
+            heads = " and ".join(stage["data"].get("distilled_heads", []))
+            teacher = (
+                f"Knowledge distillation: the {heads} head learned the calibrated probabilities of the "
+                f"teacher `{config['teacher_dir']}` on every training row (weight {config['distill_weight']}, "
+                f"gold labels {1 - config['distill_weight']:g}); the teacher never saw the dev split. "
+            )
     lines = [
         f"{title}: from {base}, {config['epochs']} epochs, batch {config['batch_size']}, "
         f"AdamW lr {config['learning_rate']} (linear decay, {config['warmup_fraction']:.0%} warm-up"

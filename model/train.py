@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, get_linear_schedu
 from model.base import check_base_dir
 from model.batching import length_sorted_batches, pad_batch, shuffled_length_batches
 from model.calibration import expected_calibration_error, fit_temperature, softmax
-from model.data import DEFAULT_EXCLUDED_SOURCES, recorded_data_dir, run_splits
+from model.data import DEFAULT_EXCLUDED_SOURCES, only_tasks, recorded_data_dir, run_splits
 from model.gold import is_gold
 from model.labels import IGNORE_INDEX, SENTIMENT_LABELS, TOPIC_LABELS
 from model.metrics import classification_report
@@ -54,6 +54,13 @@ class TrainConfig:
     sentiment_weight: float = 1.0
     teacher_dir: Path | None = None
     teacher_threshold: float = 0.9
+    # With a teacher: 0 is self-training (confident hard labels fill the missing ones); above 0,
+    # knowledge distillation: each head the teacher was trained for learns from the teacher's soft
+    # targets on every row, weight distill_weight against the gold labels' 1 - distill_weight.
+    distill_weight: float = 0.0
+    # The heads to train; a one-task run (e.g. a larger teacher for sentiment only) drops the
+    # other task's rows from train and dev. The dev rows of the tasks kept are the same as ever.
+    tasks: tuple[str, ...] = ("topic", "sentiment")
     max_rows: int | None = None
     # Retraining (model/retrain.py): a fixed step count, extra labelled rows (analyst feedback,
     # CSV with text/topic/sentiment/source, label indices), the share of the dev split held out
@@ -169,7 +176,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     splits = run_splits(
         config.data_dir, config.excluded_sources, config.train_only_sources, config.dev_percent, config.seed
     )
-    train_rows, dev_rows = splits.train, splits.dev
+    train_rows, dev_rows = only_tasks(splits.train, config.tasks), only_tasks(splits.dev, config.tasks)
     if config.max_rows is not None:
         train_rows = train_rows.sample(n=min(config.max_rows, len(train_rows)), random_state=config.seed)
         dev_rows = dev_rows.sample(n=min(config.max_rows, len(dev_rows)), random_state=config.seed)
@@ -194,12 +201,19 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     plain_ids = encode_texts(tokenizer, texts)
     no_cashtag_ids = encode_texts(tokenizer, [drop_cashtags(text) for text in texts])
     dev_ids = encode_texts(tokenizer, dev_rows["text"].tolist())
-    pseudo_counts: dict[str, int] = {}
+    pseudo_counts: dict[str, Any] = {}
+    teacher_targets: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
     if config.teacher_dir is not None:
-        train_rows, pseudo_counts = fill_with_teacher(
-            train_rows, plain_ids, config.teacher_dir, config.teacher_threshold
-        )
-        log(f"teacher {config.teacher_dir}: added {pseudo_counts}")
+        log(f"teacher {config.teacher_dir}: scoring {len(texts)} train rows")
+        teacher_probs = teacher_probabilities(config.teacher_dir, texts, config.max_tokens)
+        if config.distill_weight > 0:
+            teacher_targets = soft_targets(teacher_probs)
+            pseudo_counts = {
+                "distilled_heads": [task for task, probs in teacher_probs.items() if probs is not None]
+            }
+        else:
+            train_rows, pseudo_counts = fill_with_teacher(train_rows, teacher_probs, config.teacher_threshold)
+        log(f"teacher {config.teacher_dir}: {pseudo_counts}")
     topic_labels = torch.tensor(train_rows["topic"].to_numpy(), dtype=torch.long)
     sentiment_labels = torch.tensor(train_rows["sentiment"].to_numpy(), dtype=torch.long)
 
@@ -246,6 +260,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
                 topic_labels[batch],
                 sentiment_labels[batch],
                 config.sentiment_weight,
+                (_rows_of(teacher_targets[0], batch), _rows_of(teacher_targets[1], batch)),
+                config.distill_weight,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -380,7 +396,9 @@ def earlier_stages(*checkpoints: Path | None) -> list[dict[str, Any]]:
         report = json.loads(report_path.read_text())
         stage = {key: report[key] for key in ("config", "history", "steps", "train_seconds", "environment")}
         stage["data"] = {
-            key: value for key, value in report["data"].items() if key.endswith("_pseudo_labels")
+            key: value
+            for key, value in report["data"].items()
+            if key.endswith("_pseudo_labels") or key == "distilled_heads"
         }
         known = {known_stage["config"]["out_dir"] for known_stage in stages}
         stages += [
@@ -427,22 +445,57 @@ def _shuffle_labels(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
     return shuffled
 
 
+def teacher_probabilities(
+    teacher_dir: Path, texts: list[str], max_tokens: int
+) -> dict[str, np.ndarray | None]:
+    """A trained teacher's calibrated probabilities per head for texts (None: a head it never trained).
+
+    The teacher reads the texts with its own tokenizer, so its encoder may differ from the
+    student's (e.g. a larger model trained with --base on a sentiment-only data folder).
+    """
+    teacher = load_checkpoint(teacher_dir, attention="eager")
+    report = json.loads((teacher_dir.parent / REPORT_FILE).read_text())
+    token_ids = encode_texts(load_tokenizer(teacher_dir, max_tokens), texts)
+    topic_logits, sentiment_logits = predict_logits(teacher, token_ids)
+    trained = report["data"].get("label_distribution", {})
+    probs: dict[str, np.ndarray | None] = {}
+    for task, logits in (("topic", topic_logits), ("sentiment", sentiment_logits)):
+        seen_labels = sum(trained.get(task, [1]))
+        probs[task] = (
+            softmax(logits, report["temperatures"][task]).astype(np.float32) if seen_labels else None
+        )
+    return probs
+
+
+def soft_targets(
+    teacher_probs: dict[str, np.ndarray | None],
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(topic, sentiment) distillation targets as tensors, None for a head the teacher lacks."""
+    topic, sentiment = (teacher_probs[task] for task in ("topic", "sentiment"))
+    return (
+        None if topic is None else torch.from_numpy(topic),
+        None if sentiment is None else torch.from_numpy(sentiment),
+    )
+
+
+def _rows_of(targets: torch.Tensor | None, batch: list[int]) -> torch.Tensor | None:
+    return None if targets is None else targets[batch]
+
+
 def fill_with_teacher(
-    rows: pd.DataFrame, token_ids: list[list[int]], teacher_dir: Path, threshold: float
-) -> tuple[pd.DataFrame, dict[str, int]]:
+    rows: pd.DataFrame, teacher_probs: dict[str, np.ndarray | None], threshold: float
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Self-training: give each row the label it lacks where a trained teacher is confident.
 
     Topic tweets carry no sentiment label and vice versa; a teacher trained on the same
     train split (never on dev) labels the missing head when its calibrated probability
     reaches threshold, so both heads learn from every row.
     """
-    teacher = load_checkpoint(teacher_dir)
-    report = json.loads((teacher_dir.parent / REPORT_FILE).read_text())
-    topic_logits, sentiment_logits = predict_logits(teacher, token_ids)
     filled = rows.copy()
-    counts: dict[str, int] = {}
-    for task, logits in (("topic", topic_logits), ("sentiment", sentiment_logits)):
-        probs = softmax(logits, report["temperatures"][task])
+    counts: dict[str, Any] = {}
+    for task, probs in teacher_probs.items():
+        if probs is None:
+            continue
         missing = filled[task].to_numpy() == IGNORE_INDEX
         confident = probs.max(axis=1) >= threshold
         chosen = missing & confident

@@ -1,7 +1,7 @@
 import torch
 
 from model.labels import IGNORE_INDEX
-from model.network import masked_cross_entropy, mean_pool, multitask_loss
+from model.network import distillation_loss, head_loss, masked_cross_entropy, mean_pool, multitask_loss
 
 
 def test_rows_without_a_label_do_not_contribute() -> None:
@@ -51,3 +51,36 @@ def test_layer_decay_scales_learning_rate_by_depth_and_spares_norms_from_weight_
 
     one_rate = parameter_groups(network, learning_rate=1.0, weight_decay=0.01, layer_decay=1.0)
     assert sorted((g["lr"], g["weight_decay"]) for g in one_rate) == [(1.0, 0.0), (1.0, 0.01)]
+
+
+def test_distillation_pulls_the_student_towards_the_teacher_only_by_its_weight() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5]])
+    labels = torch.tensor([0, IGNORE_INDEX])
+    same = torch.softmax(logits, dim=-1)
+    other = torch.tensor([[0.1, 0.8, 0.1], [0.6, 0.2, 0.2]])
+    assert torch.isclose(distillation_loss(logits, same), torch.tensor(0.0), atol=1e-6)
+    assert distillation_loss(logits, other) > 0.1
+    gold = masked_cross_entropy(logits, labels)
+    assert torch.isclose(head_loss(logits, labels), gold)
+    assert torch.isclose(head_loss(logits, labels, other, 0.0), gold)
+    assert torch.isclose(head_loss(logits, labels, other, 1.0), distillation_loss(logits, other))
+    half = head_loss(logits, labels, other, 0.5)
+    assert torch.isclose(half, 0.5 * gold + 0.5 * distillation_loss(logits, other))
+
+
+def test_unlabelled_rows_learn_from_the_teacher_when_distilling() -> None:
+    sentiment = torch.zeros(2, 3, requires_grad=True)
+    teacher = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])
+    no_labels = torch.full((2,), IGNORE_INDEX)
+    loss = multitask_loss(
+        torch.zeros(2, 20),
+        sentiment,
+        torch.tensor([1, 2]),
+        no_labels,
+        teacher_probs=(None, teacher),
+        distill_weight=0.5,
+    )
+    loss.backward()
+    assert sentiment.grad is not None
+    # Gradient descent moves each row's logits towards the teacher's favourite class.
+    assert sentiment.grad[0].argmin() == 0 and sentiment.grad[1].argmin() == 2

@@ -46,6 +46,20 @@ def test_continued_stage_names_its_base_and_teacher_after_the_first_stage() -> N
     assert "--learning-rate 3e-05" in then
 
 
+def test_distilled_stage_rebuilds_its_one_task_teacher_first() -> None:
+    teacher = stage_config(
+        base_dir="build/bases/all-mpnet-base-v2",
+        out_dir="build/teacher",
+        tasks=["sentiment"],
+        learning_rate=4e-5,
+    )
+    student = stage_config(teacher_dir="build/teacher/checkpoint", distill_weight=0.5)
+    first, then = training_commands({"config": student, "earlier_stages": [{"config": teacher}]})
+    assert "--base build/bases/all-mpnet-base-v2 --task sentiment" in first
+    assert "--teacher build/teacher/checkpoint --distill-weight 0.5" in then
+    assert "--task" not in then
+
+
 def test_card_of_the_shipped_model_lists_every_stage_hash_and_command() -> None:
     manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
     commands = "\n".join(training_commands(manifest["training"]))
