@@ -87,7 +87,7 @@ def _stage_lines(stage: dict[str, Any], title: str) -> list[str]:
         if config.get("distill_weight", 0.0) > 0:
             heads = " and ".join(stage["data"].get("distilled_heads", []))
             teacher = (
-                f"Knowledge distillation: the {heads} head learned the calibrated probabilities of the "
+                f"Knowledge distillation: the {heads} head learned the probabilities (temperature 1) of the "
                 f"teacher `{config['teacher_dir']}` on every training row (weight {config['distill_weight']}, "
                 f"gold labels {1 - config['distill_weight']:g}); the teacher never saw the dev split. "
             )

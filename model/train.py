@@ -205,8 +205,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     teacher_targets: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
     if config.teacher_dir is not None:
         log(f"teacher {config.teacher_dir}: scoring {len(texts)} train rows")
-        teacher_probs = teacher_probabilities(config.teacher_dir, texts, config.max_tokens)
-        if config.distill_weight > 0:
+        distilling = config.distill_weight > 0
+        teacher_probs = teacher_probabilities(config.teacher_dir, texts, config.max_tokens, not distilling)
+        if distilling:
             teacher_targets = soft_targets(teacher_probs)
             pseudo_counts = {
                 "distilled_heads": [task for task, probs in teacher_probs.items() if probs is not None]
@@ -446,12 +447,14 @@ def _shuffle_labels(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 
 def teacher_probabilities(
-    teacher_dir: Path, texts: list[str], max_tokens: int
+    teacher_dir: Path, texts: list[str], max_tokens: int, calibrated: bool
 ) -> dict[str, np.ndarray | None]:
-    """A trained teacher's calibrated probabilities per head for texts (None: a head it never trained).
+    """A trained teacher's probabilities per head for texts (None: a head it never trained).
 
     The teacher reads the texts with its own tokenizer, so its encoder may differ from the
-    student's (e.g. a larger model trained with --base on a sentiment-only data folder).
+    student's (e.g. a larger model trained with --base and --task sentiment). calibrated applies
+    its temperatures, which were fitted on dev: self-training's threshold needs them, distillation
+    does not use them, so its targets carry nothing from the dev labels.
     """
     teacher = load_checkpoint(teacher_dir, attention="eager")
     report = json.loads((teacher_dir.parent / REPORT_FILE).read_text())
@@ -461,9 +464,8 @@ def teacher_probabilities(
     probs: dict[str, np.ndarray | None] = {}
     for task, logits in (("topic", topic_logits), ("sentiment", sentiment_logits)):
         seen_labels = sum(trained.get(task, [1]))
-        probs[task] = (
-            softmax(logits, report["temperatures"][task]).astype(np.float32) if seen_labels else None
-        )
+        temperature = report["temperatures"][task] if calibrated else 1.0
+        probs[task] = softmax(logits, temperature).astype(np.float32) if seen_labels else None
     return probs
 
 
