@@ -25,8 +25,7 @@ def train_command(config: dict[str, Any]) -> str:
     parts = ["finsent train", f"--out {config['out_dir']}"]
     if not _is_bundled_base(config["base_dir"]):
         parts.append(f"--base {config['base_dir']}")
-    if config.get("teacher_dir"):
-        parts.append(f"--teacher {config['teacher_dir']}")
+    parts += [f"--teacher {teacher}" for teacher in _teachers(config)]
     if config.get("distill_weight", 0.0) > 0:
         parts.append(f"--distill-weight {config['distill_weight']}")
     if tuple(config.get("tasks", ("topic", "sentiment"))) != ("topic", "sentiment"):
@@ -75,21 +74,22 @@ def _stage_lines(stage: dict[str, Any], title: str) -> list[str]:
     if not _is_bundled_base(config["base_dir"]):
         base = f"the previous stage's checkpoint ({base})"
     teacher = ""
-    if config.get("teacher_dir"):
+    teachers = " and ".join(f"`{path}`" for path in _teachers(config))
+    if teachers:
         counts = ", ".join(
             f"{k.split('_')[0]} {v}" for k, v in stage["data"].items() if k.endswith("_pseudo_labels")
         )
         teacher = (
-            f"Self-training: the teacher `{config['teacher_dir']}` filled each row's missing label where its "
+            f"Self-training: the teachers {teachers} filled each row's missing label where their (mean) "
             f"calibrated probability reached {config.get('teacher_threshold', 0.9)} (pseudo-labels: {counts}); "
-            "the teacher never saw the dev split. "
+            "the teachers never saw the dev split. "
         )
         if config.get("distill_weight", 0.0) > 0:
             heads = " and ".join(stage["data"].get("distilled_heads", []))
             teacher = (
                 f"Knowledge distillation: the {heads} head learned the probabilities (temperature 1) of the "
-                f"teacher `{config['teacher_dir']}` on every training row (weight {config['distill_weight']}, "
-                f"gold labels {1 - config['distill_weight']:g}); the teacher never saw the dev split. "
+                f"teachers {teachers} (their mean) on every training row (weight {config['distill_weight']}, "
+                f"gold labels {1 - config['distill_weight']:g}); the teachers never saw the dev split. "
             )
     lines = [
         f"{title}: from {base}, {config['epochs']} epochs, batch {config['batch_size']}, "
@@ -110,6 +110,13 @@ def _stage_lines(stage: dict[str, Any], title: str) -> list[str]:
             f"{row['sentiment_accuracy']:.4f} | {row['sentiment_macro_f1']:.4f} |"
         )
     return [*lines, ""]
+
+
+def _teachers(config: dict[str, Any]) -> list[str]:
+    """A stage's teacher checkpoints (older reports name one as teacher_dir)."""
+    if config.get("teacher_dirs"):
+        return [str(path) for path in config["teacher_dirs"]]
+    return [str(config["teacher_dir"])] if config.get("teacher_dir") else []
 
 
 def _train_only(config: dict[str, Any]) -> str:

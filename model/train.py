@@ -52,10 +52,11 @@ class TrainConfig:
     dev_percent: int = 10
     cashtag_drop: float = 0.3
     sentiment_weight: float = 1.0
-    teacher_dir: Path | None = None
+    # Checkpoints of earlier runs, any encoder; with several, their probabilities are averaged.
+    teacher_dirs: tuple[Path, ...] = ()
     teacher_threshold: float = 0.9
-    # With a teacher: 0 is self-training (confident hard labels fill the missing ones); above 0,
-    # knowledge distillation: each head the teacher was trained for learns from the teacher's soft
+    # With teachers: 0 is self-training (confident hard labels fill the missing ones); above 0,
+    # knowledge distillation: each head a teacher was trained for learns from the teachers' soft
     # targets on every row, weight distill_weight against the gold labels' 1 - distill_weight.
     distill_weight: float = 0.0
     # The heads to train; a one-task run (e.g. a larger teacher for sentiment only) drops the
@@ -81,8 +82,17 @@ class TrainConfig:
 
     def as_json(self) -> dict[str, Any]:
         """JSON-friendly view (paths as strings, the data folder as recorded_data_dir gives it)."""
-        view = {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
+        view = {key: _plain(value) for key, value in asdict(self).items()}
         return {**view, "data_dir": recorded_data_dir(self.data_dir)}
+
+
+def _plain(value: Any) -> Any:
+    """A config value as JSON holds it: paths as strings, tuples as lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def set_seeds(seed: int) -> None:
@@ -203,10 +213,10 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     dev_ids = encode_texts(tokenizer, dev_rows["text"].tolist())
     pseudo_counts: dict[str, Any] = {}
     teacher_targets: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
-    if config.teacher_dir is not None:
-        log(f"teacher {config.teacher_dir}: scoring {len(texts)} train rows")
+    if config.teacher_dirs:
+        log(f"teachers {', '.join(map(str, config.teacher_dirs))}: scoring {len(texts)} train rows")
         distilling = config.distill_weight > 0
-        teacher_probs = teacher_probabilities(config.teacher_dir, texts, config.max_tokens, not distilling)
+        teacher_probs = ensemble_probabilities(config.teacher_dirs, texts, config.max_tokens, not distilling)
         if distilling:
             teacher_targets = soft_targets(teacher_probs)
             pseudo_counts = {
@@ -214,7 +224,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
             }
         else:
             train_rows, pseudo_counts = fill_with_teacher(train_rows, teacher_probs, config.teacher_threshold)
-        log(f"teacher {config.teacher_dir}: {pseudo_counts}")
+        log(f"teachers: {pseudo_counts}")
     topic_labels = torch.tensor(train_rows["topic"].to_numpy(), dtype=torch.long)
     sentiment_labels = torch.tensor(train_rows["sentiment"].to_numpy(), dtype=torch.long)
 
@@ -318,7 +328,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
             "label_distribution": label_distribution,
         },
         "history": history,
-        "earlier_stages": earlier_stages(config.teacher_dir, config.base_dir),
+        "earlier_stages": earlier_stages(*config.teacher_dirs, config.base_dir),
         "temperatures": {"topic": temperatures[0], "sentiment": temperatures[1]},
         "dev_uncalibrated": uncalibrated,
         "dev": calibrated,
@@ -467,6 +477,18 @@ def teacher_probabilities(
         temperature = report["temperatures"][task] if calibrated else 1.0
         probs[task] = softmax(logits, temperature).astype(np.float32) if seen_labels else None
     return probs
+
+
+def ensemble_probabilities(
+    teacher_dirs: tuple[Path, ...], texts: list[str], max_tokens: int, calibrated: bool
+) -> dict[str, np.ndarray | None]:
+    """Per head, the mean of the probabilities of the teachers that trained that head."""
+    per_teacher = [teacher_probabilities(path, texts, max_tokens, calibrated) for path in teacher_dirs]
+    mean: dict[str, np.ndarray | None] = {}
+    for task in ("topic", "sentiment"):
+        trained = [probs for teacher in per_teacher if (probs := teacher[task]) is not None]
+        mean[task] = np.stack(trained).mean(axis=0) if trained else None
+    return mean
 
 
 def soft_targets(

@@ -1,3 +1,6 @@
+from pathlib import Path
+
+import pytest
 import torch
 
 from model.labels import IGNORE_INDEX
@@ -84,3 +87,25 @@ def test_unlabelled_rows_learn_from_the_teacher_when_distilling() -> None:
     assert sentiment.grad is not None
     # Gradient descent moves each row's logits towards the teacher's favourite class.
     assert sentiment.grad[0].argmin() == 0 and sentiment.grad[1].argmin() == 2
+
+
+def test_teacher_ensemble_averages_each_head_over_the_teachers_that_trained_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import numpy as np
+
+    from model import train
+
+    outputs = {
+        "full": {
+            "topic": np.full((2, 20), 0.05, dtype=np.float32),
+            "sentiment": np.array([[0.6, 0.2, 0.2]] * 2),
+        },
+        "sentiment-only": {"topic": None, "sentiment": np.array([[0.2, 0.2, 0.6]] * 2)},
+    }
+    monkeypatch.setattr(train, "teacher_probabilities", lambda path, *_: outputs[path.name])
+    mean = train.ensemble_probabilities((Path("full"), Path("sentiment-only")), ["a", "b"], 128, False)
+    assert mean["topic"] is not None and np.allclose(mean["topic"], 0.05)
+    assert mean["sentiment"] is not None and np.allclose(mean["sentiment"], [[0.4, 0.2, 0.4]] * 2)
+    alone = train.ensemble_probabilities((Path("sentiment-only"),), ["a", "b"], 128, False)
+    assert alone["topic"] is None

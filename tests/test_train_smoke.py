@@ -71,6 +71,20 @@ def test_distil_a_one_task_teacher_into_a_student(tmp_path: Path) -> None:
     assert [stage["config"]["tasks"] for stage in report["earlier_stages"]] == [["sentiment"]]
     assert report["earlier_stages"][0]["data"] == {}
 
+    # Two teachers, one with both heads: both heads distil, and both teachers are rebuild stages.
+    full = tmp_path / "full"
+    assert main(smoke_args(full)) == 0
+    pair = tmp_path / "pair"
+    teachers = ["--teacher", str(full / "checkpoint"), "--teacher", str(teacher / "checkpoint")]
+    assert main([*smoke_args(pair), *teachers, "--distill-weight", "0.5"]) == 0
+    pair_report = json.loads((pair / "training_report.json").read_text())
+    assert pair_report["data"]["distilled_heads"] == ["topic", "sentiment"]
+    assert pair_report["config"]["teacher_dirs"] == [str(full / "checkpoint"), str(teacher / "checkpoint")]
+    assert [stage["config"]["out_dir"] for stage in pair_report["earlier_stages"]] == [
+        str(full),
+        str(teacher),
+    ]
+
 
 def test_soup_needs_two_training_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["soup", "--out", str(tmp_path / "soup"), str(tmp_path)]) == 2

@@ -46,9 +46,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--teacher",
         type=Path,
-        default=None,
+        action="append",
+        default=[],
         help="checkpoint folder of an earlier run (OUT/checkpoint), any encoder: self-training fills each "
-        "row's missing label where it is confident, or see --distill-weight",
+        "row's missing label where it is confident, or see --distill-weight; repeatable (an ensemble: "
+        "probabilities averaged)",
     )
     parser.add_argument(
         "--distill-weight",
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--layer-decay must be in (0, 1], got {args.layer_decay}")
     if not 0 <= args.distill_weight <= 1:
         raise UsageError(f"--distill-weight must be in [0, 1], got {args.distill_weight}")
-    if args.distill_weight > 0 and args.teacher is None:
+    if args.distill_weight > 0 and not args.teacher:
         raise UsageError("--distill-weight needs --teacher (the checkpoint whose probabilities to learn)")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         layer_decay=args.layer_decay,
         max_tokens=args.max_tokens,
         sentiment_weight=args.sentiment_weight,
-        teacher_dir=args.teacher,
+        teacher_dirs=tuple(args.teacher),
         distill_weight=args.distill_weight,
         tasks=tuple(args.task or ("topic", "sentiment")),
         seed=args.seed,
