@@ -25,11 +25,8 @@ def train_command(config: dict[str, Any]) -> str:
     parts = ["finsent train", f"--out {config['out_dir']}"]
     if not _is_bundled_base(config["base_dir"]):
         parts.append(f"--base {config['base_dir']}")
-    parts += [f"--teacher {teacher}" for teacher in _teachers(config)]
-    if config.get("distill_weight", 0.0) > 0:
-        parts.append(f"--distill-weight {config['distill_weight']}")
-    if tuple(config.get("tasks", ("topic", "sentiment"))) != ("topic", "sentiment"):
-        parts += [f"--task {task}" for task in config["tasks"]]
+    if config.get("teacher_dir"):
+        parts.append(f"--teacher {config['teacher_dir']}")
     parts += [f'--train-only-source "{source}"' for source in config.get("train_only_sources", [])]
     parts += [
         f"--epochs {config['epochs']}",
@@ -74,23 +71,15 @@ def _stage_lines(stage: dict[str, Any], title: str) -> list[str]:
     if not _is_bundled_base(config["base_dir"]):
         base = f"the previous stage's checkpoint ({base})"
     teacher = ""
-    teachers = " and ".join(f"`{path}`" for path in _teachers(config))
-    if teachers:
+    if config.get("teacher_dir"):
         counts = ", ".join(
             f"{k.split('_')[0]} {v}" for k, v in stage["data"].items() if k.endswith("_pseudo_labels")
         )
         teacher = (
-            f"Self-training: the teachers {teachers} filled each row's missing label where their (mean) "
+            f"Self-training: the teacher `{config['teacher_dir']}` filled each row's missing label where its "
             f"calibrated probability reached {config.get('teacher_threshold', 0.9)} (pseudo-labels: {counts}); "
-            "the teachers never saw the dev split. "
+            "the teacher never saw the dev split. "
         )
-        if config.get("distill_weight", 0.0) > 0:
-            heads = " and ".join(stage["data"].get("distilled_heads", []))
-            teacher = (
-                f"Knowledge distillation: the {heads} head learned the probabilities (temperature 1) of the "
-                f"teachers {teachers} (their mean) on every training row (weight {config['distill_weight']}, "
-                f"gold labels {1 - config['distill_weight']:g}); the teachers never saw the dev split. "
-            )
     lines = [
         f"{title}: from {base}, {config['epochs']} epochs, batch {config['batch_size']}, "
         f"AdamW lr {config['learning_rate']} (linear decay, {config['warmup_fraction']:.0%} warm-up"
@@ -110,13 +99,6 @@ def _stage_lines(stage: dict[str, Any], title: str) -> list[str]:
             f"{row['sentiment_accuracy']:.4f} | {row['sentiment_macro_f1']:.4f} |"
         )
     return [*lines, ""]
-
-
-def _teachers(config: dict[str, Any]) -> list[str]:
-    """A stage's teacher checkpoints (older reports name one as teacher_dir)."""
-    if config.get("teacher_dirs"):
-        return [str(path) for path in config["teacher_dirs"]]
-    return [str(config["teacher_dir"])] if config.get("teacher_dir") else []
 
 
 def _train_only(config: dict[str, Any]) -> str:

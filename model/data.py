@@ -119,16 +119,6 @@ def run_splits(
     return keep_out_of_dev(split_train_dev(rows, dev_percent, seed), train_only_sources)
 
 
-def only_tasks(rows: pd.DataFrame, tasks: tuple[str, ...]) -> pd.DataFrame:
-    """Rows with the other tasks' labels removed, and rows left with no label dropped."""
-    kept = rows.copy()
-    for task in ("topic", "sentiment"):
-        if task not in tasks:
-            kept[task] = IGNORE_INDEX
-    labelled = (kept["topic"] != IGNORE_INDEX) | (kept["sentiment"] != IGNORE_INDEX)
-    return kept[labelled].reset_index(drop=True)
-
-
 def splits_of_run(config: dict[str, Any]) -> Splits:
     """The train/dev split a training run used, rebuilt from its recorded config (report["config"])."""
     return run_splits(

@@ -53,39 +53,14 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return nn.functional.cross_entropy(logits[has_label], labels[has_label])
 
 
-def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
-    """Mean KL(teacher || student) per row: how far the student is from a teacher's soft targets."""
-    log_probs = nn.functional.log_softmax(logits, dim=-1)
-    return nn.functional.kl_div(log_probs, teacher_probs, reduction="batchmean")
-
-
-def head_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    teacher_probs: torch.Tensor | None = None,
-    distill_weight: float = 0.0,
-) -> torch.Tensor:
-    """One head's loss: masked cross-entropy, mixed with distillation where a teacher gives targets."""
-    gold = masked_cross_entropy(logits, labels)
-    if teacher_probs is None:
-        return gold
-    return (1.0 - distill_weight) * gold + distill_weight * distillation_loss(logits, teacher_probs)
-
-
 def multitask_loss(
     topic_logits: torch.Tensor,
     sentiment_logits: torch.Tensor,
     topic_labels: torch.Tensor,
     sentiment_labels: torch.Tensor,
     sentiment_weight: float = 1.0,
-    teacher_probs: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
-    distill_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Weighted sum of both heads' losses, each masked to the rows that have that head's label.
-
-    teacher_probs holds a teacher's probabilities per head (None: no teacher for that head); those
-    heads learn from every row's soft target too, with weight distill_weight.
-    """
-    topic = head_loss(topic_logits, topic_labels, teacher_probs[0], distill_weight)
-    sentiment = head_loss(sentiment_logits, sentiment_labels, teacher_probs[1], distill_weight)
-    return topic + sentiment_weight * sentiment
+    """Weighted sum of both heads' losses, each masked to the rows that have that head's label."""
+    return masked_cross_entropy(topic_logits, topic_labels) + sentiment_weight * masked_cross_entropy(
+        sentiment_logits, sentiment_labels
+    )

@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, get_linear_schedu
 from model.base import check_base_dir
 from model.batching import length_sorted_batches, pad_batch, shuffled_length_batches
 from model.calibration import expected_calibration_error, fit_temperature, softmax
-from model.data import DEFAULT_EXCLUDED_SOURCES, only_tasks, recorded_data_dir, run_splits
+from model.data import DEFAULT_EXCLUDED_SOURCES, recorded_data_dir, run_splits
 from model.gold import is_gold
 from model.labels import IGNORE_INDEX, SENTIMENT_LABELS, TOPIC_LABELS
 from model.metrics import classification_report
@@ -52,16 +52,8 @@ class TrainConfig:
     dev_percent: int = 10
     cashtag_drop: float = 0.3
     sentiment_weight: float = 1.0
-    # Checkpoints of earlier runs, any encoder; with several, their probabilities are averaged.
-    teacher_dirs: tuple[Path, ...] = ()
+    teacher_dir: Path | None = None
     teacher_threshold: float = 0.9
-    # With teachers: 0 is self-training (confident hard labels fill the missing ones); above 0,
-    # knowledge distillation: each head a teacher was trained for learns from the teachers' soft
-    # targets on every row, weight distill_weight against the gold labels' 1 - distill_weight.
-    distill_weight: float = 0.0
-    # The heads to train; a one-task run (e.g. a larger teacher for sentiment only) drops the
-    # other task's rows from train and dev. The dev rows of the tasks kept are the same as ever.
-    tasks: tuple[str, ...] = ("topic", "sentiment")
     max_rows: int | None = None
     # Retraining (model/retrain.py): a fixed step count, extra labelled rows (analyst feedback,
     # CSV with text/topic/sentiment/source, label indices), the share of the dev split held out
@@ -82,17 +74,8 @@ class TrainConfig:
 
     def as_json(self) -> dict[str, Any]:
         """JSON-friendly view (paths as strings, the data folder as recorded_data_dir gives it)."""
-        view = {key: _plain(value) for key, value in asdict(self).items()}
+        view = {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
         return {**view, "data_dir": recorded_data_dir(self.data_dir)}
-
-
-def _plain(value: Any) -> Any:
-    """A config value as JSON holds it: paths as strings, tuples as lists."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return [_plain(item) for item in value]
-    return value
 
 
 def set_seeds(seed: int) -> None:
@@ -186,7 +169,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     splits = run_splits(
         config.data_dir, config.excluded_sources, config.train_only_sources, config.dev_percent, config.seed
     )
-    train_rows, dev_rows = only_tasks(splits.train, config.tasks), only_tasks(splits.dev, config.tasks)
+    train_rows, dev_rows = splits.train, splits.dev
     if config.max_rows is not None:
         train_rows = train_rows.sample(n=min(config.max_rows, len(train_rows)), random_state=config.seed)
         dev_rows = dev_rows.sample(n=min(config.max_rows, len(dev_rows)), random_state=config.seed)
@@ -211,20 +194,12 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
     plain_ids = encode_texts(tokenizer, texts)
     no_cashtag_ids = encode_texts(tokenizer, [drop_cashtags(text) for text in texts])
     dev_ids = encode_texts(tokenizer, dev_rows["text"].tolist())
-    pseudo_counts: dict[str, Any] = {}
-    teacher_targets: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
-    if config.teacher_dirs:
-        log(f"teachers {', '.join(map(str, config.teacher_dirs))}: scoring {len(texts)} train rows")
-        distilling = config.distill_weight > 0
-        teacher_probs = ensemble_probabilities(config.teacher_dirs, texts, config.max_tokens, not distilling)
-        if distilling:
-            teacher_targets = soft_targets(teacher_probs)
-            pseudo_counts = {
-                "distilled_heads": [task for task, probs in teacher_probs.items() if probs is not None]
-            }
-        else:
-            train_rows, pseudo_counts = fill_with_teacher(train_rows, teacher_probs, config.teacher_threshold)
-        log(f"teachers: {pseudo_counts}")
+    pseudo_counts: dict[str, int] = {}
+    if config.teacher_dir is not None:
+        train_rows, pseudo_counts = fill_with_teacher(
+            train_rows, plain_ids, config.teacher_dir, config.teacher_threshold
+        )
+        log(f"teacher {config.teacher_dir}: added {pseudo_counts}")
     topic_labels = torch.tensor(train_rows["topic"].to_numpy(), dtype=torch.long)
     sentiment_labels = torch.tensor(train_rows["sentiment"].to_numpy(), dtype=torch.long)
 
@@ -271,8 +246,6 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
                 topic_labels[batch],
                 sentiment_labels[batch],
                 config.sentiment_weight,
-                (_rows_of(teacher_targets[0], batch), _rows_of(teacher_targets[1], batch)),
-                config.distill_weight,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -328,7 +301,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = _log) -> dict[str, A
             "label_distribution": label_distribution,
         },
         "history": history,
-        "earlier_stages": earlier_stages(*config.teacher_dirs, config.base_dir),
+        "earlier_stages": earlier_stages(config.teacher_dir, config.base_dir),
         "temperatures": {"topic": temperatures[0], "sentiment": temperatures[1]},
         "dev_uncalibrated": uncalibrated,
         "dev": calibrated,
@@ -407,9 +380,7 @@ def earlier_stages(*checkpoints: Path | None) -> list[dict[str, Any]]:
         report = json.loads(report_path.read_text())
         stage = {key: report[key] for key in ("config", "history", "steps", "train_seconds", "environment")}
         stage["data"] = {
-            key: value
-            for key, value in report["data"].items()
-            if key.endswith("_pseudo_labels") or key == "distilled_heads"
+            key: value for key, value in report["data"].items() if key.endswith("_pseudo_labels")
         }
         known = {known_stage["config"]["out_dir"] for known_stage in stages}
         stages += [
@@ -456,70 +427,22 @@ def _shuffle_labels(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
     return shuffled
 
 
-def teacher_probabilities(
-    teacher_dir: Path, texts: list[str], max_tokens: int, calibrated: bool
-) -> dict[str, np.ndarray | None]:
-    """A trained teacher's probabilities per head for texts (None: a head it never trained).
-
-    The teacher reads the texts with its own tokenizer, so its encoder may differ from the
-    student's (e.g. a larger model trained with --base and --task sentiment). calibrated applies
-    its temperatures, which were fitted on dev: self-training's threshold needs them, distillation
-    does not use them, so its targets carry nothing from the dev labels.
-    """
-    teacher = load_checkpoint(teacher_dir, attention="eager")
-    report = json.loads((teacher_dir.parent / REPORT_FILE).read_text())
-    token_ids = encode_texts(load_tokenizer(teacher_dir, max_tokens), texts)
-    topic_logits, sentiment_logits = predict_logits(teacher, token_ids)
-    trained = report["data"].get("label_distribution", {})
-    probs: dict[str, np.ndarray | None] = {}
-    for task, logits in (("topic", topic_logits), ("sentiment", sentiment_logits)):
-        seen_labels = sum(trained.get(task, [1]))
-        temperature = report["temperatures"][task] if calibrated else 1.0
-        probs[task] = softmax(logits, temperature).astype(np.float32) if seen_labels else None
-    return probs
-
-
-def ensemble_probabilities(
-    teacher_dirs: tuple[Path, ...], texts: list[str], max_tokens: int, calibrated: bool
-) -> dict[str, np.ndarray | None]:
-    """Per head, the mean of the probabilities of the teachers that trained that head."""
-    per_teacher = [teacher_probabilities(path, texts, max_tokens, calibrated) for path in teacher_dirs]
-    mean: dict[str, np.ndarray | None] = {}
-    for task in ("topic", "sentiment"):
-        trained = [probs for teacher in per_teacher if (probs := teacher[task]) is not None]
-        mean[task] = np.stack(trained).mean(axis=0) if trained else None
-    return mean
-
-
-def soft_targets(
-    teacher_probs: dict[str, np.ndarray | None],
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(topic, sentiment) distillation targets as tensors, None for a head the teacher lacks."""
-    topic, sentiment = (teacher_probs[task] for task in ("topic", "sentiment"))
-    return (
-        None if topic is None else torch.from_numpy(topic),
-        None if sentiment is None else torch.from_numpy(sentiment),
-    )
-
-
-def _rows_of(targets: torch.Tensor | None, batch: list[int]) -> torch.Tensor | None:
-    return None if targets is None else targets[batch]
-
-
 def fill_with_teacher(
-    rows: pd.DataFrame, teacher_probs: dict[str, np.ndarray | None], threshold: float
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+    rows: pd.DataFrame, token_ids: list[list[int]], teacher_dir: Path, threshold: float
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """Self-training: give each row the label it lacks where a trained teacher is confident.
 
     Topic tweets carry no sentiment label and vice versa; a teacher trained on the same
     train split (never on dev) labels the missing head when its calibrated probability
     reaches threshold, so both heads learn from every row.
     """
+    teacher = load_checkpoint(teacher_dir)
+    report = json.loads((teacher_dir.parent / REPORT_FILE).read_text())
+    topic_logits, sentiment_logits = predict_logits(teacher, token_ids)
     filled = rows.copy()
-    counts: dict[str, Any] = {}
-    for task, probs in teacher_probs.items():
-        if probs is None:
-            continue
+    counts: dict[str, int] = {}
+    for task, logits in (("topic", topic_logits), ("sentiment", sentiment_logits)):
+        probs = softmax(logits, report["temperatures"][task])
         missing = filled[task].to_numpy() == IGNORE_INDEX
         confident = probs.max(axis=1) >= threshold
         chosen = missing & confident

@@ -14,6 +14,7 @@ def stage_config(**overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "base_dir": BUNDLED,
         "out_dir": "build/train",
+        "teacher_dir": None,
         "epochs": 4.0,
         "batch_size": 32,
         "learning_rate": 8e-5,
@@ -33,7 +34,7 @@ def test_first_stage_from_the_bundled_base_needs_no_base_flag() -> None:
 def test_continued_stage_names_its_base_and_teacher_after_the_first_stage() -> None:
     second = stage_config(
         base_dir="build/train/checkpoint",
-        teacher_dir="build/train/checkpoint",  # as older reports record it
+        teacher_dir="build/train/checkpoint",
         out_dir="build/train2",
         epochs=2.0,
         learning_rate=3e-5,
@@ -43,22 +44,6 @@ def test_continued_stage_names_its_base_and_teacher_after_the_first_stage() -> N
     assert first == train_command(stage_config())
     assert "--out build/train2 --base build/train/checkpoint --teacher build/train/checkpoint" in then
     assert "--learning-rate 3e-05" in then
-
-
-def test_distilled_stage_rebuilds_its_one_task_teacher_first() -> None:
-    teacher = stage_config(
-        base_dir="build/bases/all-mpnet-base-v2",
-        out_dir="build/teacher",
-        tasks=["sentiment"],
-        learning_rate=4e-5,
-    )
-    student = stage_config(
-        teacher_dirs=["build/soup/checkpoint", "build/teacher/checkpoint"], distill_weight=0.5
-    )
-    first, then = training_commands({"config": student, "earlier_stages": [{"config": teacher}]})
-    assert "--base build/bases/all-mpnet-base-v2 --task sentiment" in first
-    assert "--teacher build/soup/checkpoint --teacher build/teacher/checkpoint --distill-weight 0.5" in then
-    assert "--task" not in then
 
 
 def test_card_of_the_shipped_model_lists_every_stage_hash_and_command() -> None:

@@ -7,13 +7,11 @@ from model.data import (
     DEFAULT_EXCLUDED_SOURCES,
     data_dir_of,
     load_training_table,
-    only_tasks,
     recorded_data_dir,
     run_splits,
     split_train_dev,
     splits_of_run,
 )
-from model.labels import IGNORE_INDEX
 from model.text import dedupe_key, normalize_text
 
 
@@ -45,15 +43,6 @@ def test_noisy_source_is_excluded_by_default() -> None:
     rows = load_training_table()
     assert "poojathakoor/twitter-stock-sentiment" not in set(rows["source"])
     assert {"twitter_topic_train.csv", "twitter_sentiment_train.csv"} <= set(rows["source"])
-
-
-def test_a_one_task_run_keeps_that_task_s_dev_rows_exactly() -> None:
-    both = split_train_dev(load_training_table())
-    sentiment_dev = only_tasks(both.dev, ("sentiment",))
-    assert (sentiment_dev["topic"] == IGNORE_INDEX).all()
-    labelled = both.dev[both.dev["sentiment"] != IGNORE_INDEX]
-    assert sentiment_dev["text"].tolist() == labelled["text"].tolist()
-    assert only_tasks(both.train, ("topic", "sentiment")).equals(both.train)
 
 
 def test_train_only_source_adds_training_rows_and_leaves_dev_unchanged() -> None:

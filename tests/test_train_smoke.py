@@ -53,39 +53,6 @@ def test_train_a_few_steps_writes_checkpoint_and_report(tmp_path: Path) -> None:
     assert main(["soup", "--out", str(mixed), str(out / "checkpoint"), str(reordered / "checkpoint")]) == 0
 
 
-@pytest.mark.slow
-def test_distil_a_one_task_teacher_into_a_student(tmp_path: Path) -> None:
-    teacher = tmp_path / "teacher"
-    assert main([*smoke_args(teacher), "--task", "sentiment"]) == 0
-    teacher_report = json.loads((teacher / "training_report.json").read_text())
-    assert teacher_report["data"]["label_distribution"]["topic"] == [0] * 20
-    assert teacher_report["data"]["dev_topic_rows"] == 0
-
-    student = tmp_path / "student"
-    args = [*smoke_args(student), "--teacher", str(teacher / "checkpoint"), "--distill-weight", "0.5"]
-    assert main(args) == 0
-    report = json.loads((student / "training_report.json").read_text())
-    # The teacher never trained its topic head, so only the sentiment head learns from it.
-    assert report["data"]["distilled_heads"] == ["sentiment"]
-    assert report["config"]["distill_weight"] == 0.5
-    assert [stage["config"]["tasks"] for stage in report["earlier_stages"]] == [["sentiment"]]
-    assert report["earlier_stages"][0]["data"] == {}
-
-    # Two teachers, one with both heads: both heads distil, and both teachers are rebuild stages.
-    full = tmp_path / "full"
-    assert main(smoke_args(full)) == 0
-    pair = tmp_path / "pair"
-    teachers = ["--teacher", str(full / "checkpoint"), "--teacher", str(teacher / "checkpoint")]
-    assert main([*smoke_args(pair), *teachers, "--distill-weight", "0.5"]) == 0
-    pair_report = json.loads((pair / "training_report.json").read_text())
-    assert pair_report["data"]["distilled_heads"] == ["topic", "sentiment"]
-    assert pair_report["config"]["teacher_dirs"] == [str(full / "checkpoint"), str(teacher / "checkpoint")]
-    assert [stage["config"]["out_dir"] for stage in pair_report["earlier_stages"]] == [
-        str(full),
-        str(teacher),
-    ]
-
-
 def test_soup_needs_two_training_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["soup", "--out", str(tmp_path / "soup"), str(tmp_path)]) == 2
     assert "not a `finsent train` checkpoint" in capsys.readouterr().err
@@ -96,10 +63,6 @@ def test_train_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "--epochs" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path), "--layer-decay", "1.5"]) == 2
     assert "--layer-decay must be in (0, 1]" in capsys.readouterr().err
-    assert main(["train", "--out", str(tmp_path), "--distill-weight", "0.5"]) == 2
-    assert "--distill-weight needs --teacher" in capsys.readouterr().err
-    assert main(["train", "--out", str(tmp_path), "--teacher", str(tmp_path), "--distill-weight", "2"]) == 2
-    assert "--distill-weight must be in [0, 1]" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path), "--base", str(tmp_path)]) == 2
     assert "config.json" in capsys.readouterr().err
 

@@ -46,27 +46,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--teacher",
         type=Path,
-        action="append",
-        default=[],
-        help="checkpoint folder of an earlier run (OUT/checkpoint), any encoder: self-training fills each "
-        "row's missing label where it is confident, or see --distill-weight; repeatable (an ensemble: "
-        "probabilities averaged)",
-    )
-    parser.add_argument(
-        "--distill-weight",
-        type=float,
-        default=0.0,
-        help="with --teacher: knowledge distillation instead of self-training; each head the teacher "
-        "was trained for also learns the teacher's probabilities on every row, this weight against "
-        "1 - weight for the gold labels (default 0: off)",
-    )
-    parser.add_argument(
-        "--task",
-        action="append",
-        choices=("topic", "sentiment"),
         default=None,
-        help="train only this head's task (repeatable; default both), e.g. a larger sentiment "
-        "teacher for --distill-weight",
+        help="checkpoint folder of an earlier run (OUT/checkpoint): self-training fills each row's missing label where it is confident",
     )
     parser.add_argument("--max-tokens", type=int, default=128, help="token budget per text (default 128)")
     parser.add_argument(
@@ -103,10 +84,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--epochs must be positive, got {args.epochs}")
     if not 0 < args.layer_decay <= 1:
         raise UsageError(f"--layer-decay must be in (0, 1], got {args.layer_decay}")
-    if not 0 <= args.distill_weight <= 1:
-        raise UsageError(f"--distill-weight must be in [0, 1], got {args.distill_weight}")
-    if args.distill_weight > 0 and not args.teacher:
-        raise UsageError("--distill-weight needs --teacher (the checkpoint whose probabilities to learn)")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     try:
@@ -126,9 +103,7 @@ def run(args: argparse.Namespace) -> int:
         layer_decay=args.layer_decay,
         max_tokens=args.max_tokens,
         sentiment_weight=args.sentiment_weight,
-        teacher_dirs=tuple(args.teacher),
-        distill_weight=args.distill_weight,
-        tasks=tuple(args.task or ("topic", "sentiment")),
+        teacher_dir=args.teacher,
         seed=args.seed,
         order_seed=args.order_seed,
         max_rows=args.max_rows,
