@@ -22,15 +22,16 @@ from model.batching import length_sorted_batches, pad_batch
 from model.calibration import softmax
 from model.data import splits_of_run
 from model.engine import CPU_BATCH_SIZE, GPU_BATCH_SIZE, Device, OnnxSession, cuda_usable
+from model.fixed_ranges import fix_dynamic_ranges
 from model.manifest import VARIANT_FILES, write_manifest
 from model.network import MultiTaskClassifier
-from model.per_token import per_token_uint8
-from model.smoothing import Batch, smooth
+from model.per_token import per_token_symmetric, per_token_uint8
+from model.probe import Batch
+from model.smoothing import smooth
 from model.tokenization import TOKENIZER_FILE, encode_texts, load_tokenizer
 from model.train import REPORT_FILE, load_checkpoint, predict_logits
 
 OPSET = 17
-QUANTIZED_OPS = ["MatMul", "Attention"]
 # Embedding tables bigger than this are stored as fp16 (ONNX Runtime folds the Cast at load).
 FP16_EMBEDDING_MIN_ELEMENTS = 1_000_000
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -155,28 +156,42 @@ def calibration_batches(report: dict[str, Any], out_dir: Path, rows: int = CALIB
     return [pad_batch([token_ids[i] for i in run]) for run in runs]
 
 
+def projection_matmuls(model: onnx.ModelProto, exclude: Collection[str]) -> list[str]:
+    """Names of the MatMuls with a weight initialiser (attention output, feed-forward input), less exclude."""
+    weights = {tensor.name for tensor in model.graph.initializer}
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul" and node.input[1] in weights and node.name not in exclude
+    ]
+
+
 def quantize_int8(
     fp32_path: Path, out_path: Path, batches: list[Batch], float_layers: Collection[int] = FLOAT_FFN_LAYERS
 ) -> None:
-    """Smooth, then int8: attention and MatMuls per run, chosen feed-forward outputs per token.
+    """Smooth, then int8 with no activation scale shared between the texts of a run.
 
-    Each layer's feed-forward output MatMul reads the GELU output, whose range varies from token to
-    token: one activation scale per run (ONNX Runtime's dynamic quantisation) dropped argmax
-    agreement with PyTorch to 95-96 %, so those get one scale per token (model/per_token.py), except
-    in float_layers, where they stay float. They are never smoothed: per-token scales need no
+    A scale taken per run (ONNX Runtime's dynamic quantisation) makes a text's labels depend on
+    its batch-mates, so: the attention's Q/K/V projection gets a fixed input range from the
+    calibration texts (model/fixed_ranges.py); every other weight MatMul gets one scale per token
+    (model/per_token.py). Each layer's feed-forward output MatMul reads the GELU output, whose
+    range varies most from token to token; those use the GELU-shifted uint8 code, except in
+    float_layers, where they stay float, and are never smoothed: per-token scales need no
     smoothing, and a float MatMul would only pay for the Mul.
     """
-    feed_forward_outputs = ffn_output_matmuls(onnx.load(str(fp32_path)))
+    fp32_model = onnx.load(str(fp32_path))
+    feed_forward_outputs = ffn_output_matmuls(fp32_model)
+    projections = projection_matmuls(fp32_model, exclude=feed_forward_outputs)
     smoothed_path = out_path.with_suffix(".smoothed.onnx")
     smooth(fp32_path, smoothed_path, batches, exclude=feed_forward_outputs)
-    dynamic_int8(
-        smoothed_path, out_path, op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=feed_forward_outputs
-    )
+    dynamic_int8(smoothed_path, out_path, op_types_to_quantize=["Attention"])
     smoothed_path.unlink()
     model = onnx.load(str(out_path))
+    per_token_symmetric(model, projections)
     per_token_uint8(
         model, [name for layer, name in enumerate(feed_forward_outputs) if layer not in float_layers]
     )
+    fix_dynamic_ranges(model, batches)
     onnx.save(model, str(out_path))
     store_large_embeddings_fp16(out_path)
 

@@ -22,11 +22,13 @@ import onnx
 from onnx import helper, numpy_helper
 
 GELU_SHIFT = 0.17  # just above |min GELU(x)| = 0.16997, so x + GELU_SHIFT >= 0
-_CONSTANTS = {
+_CONSTANTS: dict[str, np.ndarray] = {
     "per_token_shift": np.array(GELU_SHIFT, np.float32),
     "per_token_inv255": np.array(1.0 / 255, np.float32),
     "per_token_eps": np.array(1e-8, np.float32),
     "per_token_one": np.array(1.0, np.float32),
+    "per_token_inv127": np.array(1.0 / 127, np.float32),
+    "per_token_zero_point": np.array(128, np.uint8),
 }
 
 
@@ -44,28 +46,74 @@ def _bias_add(
     return None
 
 
-def per_token_uint8(model: onnx.ModelProto, node_names: Iterable[str]) -> int:
-    """Replace each named MatMul (GELU-output input, weight initialiser) in place; returns how many."""
-    graph = model.graph
+def _quantized_weight(graph: onnx.GraphProto, prefix: str, weight: np.ndarray) -> None:
+    """Add weight as int8 per output column (symmetric) and its float column scales as initialisers."""
+    weight_scale = np.maximum(np.abs(weight).max(axis=0), 1e-8) / 127
+    quantized = np.clip(np.round(weight / weight_scale), -127, 127).astype(np.int8)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(quantized, f"{prefix}_weight"),
+            numpy_helper.from_array(weight_scale.astype(np.float32), f"{prefix}_weight_scale"),
+        ]
+    )
+
+
+def _integer_matmul(prefix: str, quantized: str, zero_point: str | None, output: str) -> list[onnx.NodeProto]:
+    """u8 x s8 integer MatMul of the quantised activation, then back to float: both scales applied."""
+    inputs = [quantized, f"{prefix}_weight"] + ([zero_point] if zero_point else [])
+    return [
+        helper.make_node("MatMulInteger", inputs, [f"{prefix}_int32"], name=f"{prefix}_MatMul"),
+        helper.make_node(
+            "Cast", [f"{prefix}_int32"], [f"{prefix}_float"], to=onnx.TensorProto.FLOAT, name=f"{prefix}_Cast"
+        ),
+        helper.make_node(
+            "Mul",
+            [f"{prefix}_float", f"{prefix}_weight_scale"],
+            [f"{prefix}_by_weight"],
+            name=f"{prefix}_WeightScale",
+        ),
+        helper.make_node(
+            "Mul", [f"{prefix}_by_weight", f"{prefix}_scale"], [output], name=f"{prefix}_TokenScale"
+        ),
+    ]
+
+
+def _replace(graph: onnx.GraphProto, node: onnx.NodeProto, replacement: list[onnx.NodeProto]) -> None:
+    """Put replacement where node was, and drop node's weight if nothing else reads it."""
+    weight_name = node.input[1]
+    position = list(graph.node).index(node)
+    graph.node.remove(node)
+    for offset, new_node in enumerate(replacement):
+        graph.node.insert(position + offset, new_node)
+    if not any(weight_name in other.input for other in graph.node):
+        graph.initializer.remove(next(tensor for tensor in graph.initializer if tensor.name == weight_name))
+
+
+def _add_constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     graph.initializer.extend(
         numpy_helper.from_array(value, name) for name, value in _CONSTANTS.items() if name not in initializers
     )
+    return initializers
+
+
+def _matmul(graph: onnx.GraphProto, name: str) -> onnx.NodeProto:
+    node: onnx.NodeProto = next(node for node in graph.node if node.name == name and node.op_type == "MatMul")
+    return node
+
+
+def per_token_uint8(model: onnx.ModelProto, node_names: Iterable[str]) -> int:
+    """Replace each named MatMul (GELU-output input, weight initialiser) in place; returns how many."""
+    graph = model.graph
+    initializers = _add_constants(graph)
     replaced = 0
     for name in node_names:
-        node = next(node for node in graph.node if node.name == name and node.op_type == "MatMul")
+        node = _matmul(graph, name)
         activation, weight_name = node.input
         weight = numpy_helper.to_array(initializers[weight_name]).astype(np.float32)
-        weight_scale = np.maximum(np.abs(weight).max(axis=0), 1e-8) / 127
-        quantized = np.clip(np.round(weight / weight_scale), -127, 127).astype(np.int8)
         shift_effect = (-GELU_SHIFT * weight.sum(axis=0)).astype(np.float32)
         p = f"{name}_per_token"
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(quantized, f"{p}_weight"),
-                numpy_helper.from_array(weight_scale.astype(np.float32), f"{p}_weight_scale"),
-            ]
-        )
+        _quantized_weight(graph, p, weight)
         output = node.output[0]
         bias_add = _bias_add(graph, output, initializers)
         if bias_add is not None:
@@ -88,16 +136,7 @@ def per_token_uint8(model: onnx.ModelProto, node_names: Iterable[str]) -> int:
             helper.make_node(
                 "QuantizeLinear", [f"{p}_steps", "per_token_one"], [f"{p}_q"], name=f"{p}_Quantize"
             ),
-            helper.make_node("MatMulInteger", [f"{p}_q", f"{p}_weight"], [f"{p}_int32"], name=f"{p}_MatMul"),
-            helper.make_node(
-                "Cast", [f"{p}_int32"], [f"{p}_float"], to=onnx.TensorProto.FLOAT, name=f"{p}_Cast"
-            ),
-            helper.make_node(
-                "Mul", [f"{p}_float", f"{p}_weight_scale"], [f"{p}_by_weight"], name=f"{p}_WeightScale"
-            ),
-            helper.make_node(
-                "Mul", [f"{p}_by_weight", f"{p}_scale"], [scaled_output], name=f"{p}_TokenScale"
-            ),
+            *_integer_matmul(p, f"{p}_q", None, scaled_output),
         ]
         if bias_add is None:
             replacement.append(
@@ -105,11 +144,42 @@ def per_token_uint8(model: onnx.ModelProto, node_names: Iterable[str]) -> int:
                     "Add", [scaled_output, f"{p}_shift_effect"], [output], name=f"{p}_ShiftEffect"
                 )
             )
-        position = list(graph.node).index(node)
-        graph.node.remove(node)
-        for offset, new_node in enumerate(replacement):
-            graph.node.insert(position + offset, new_node)
-        if not any(weight_name in other.input for other in graph.node):
-            graph.initializer.remove(initializers[weight_name])
+        _replace(graph, node, replacement)
+        replaced += 1
+    return replaced
+
+
+def per_token_symmetric(model: onnx.ModelProto, node_names: Iterable[str]) -> int:
+    """Replace each named MatMul (any float input, weight initialiser) with a per-token int8 one.
+
+    Each token's scale is its own largest |value| / 127, coded as uint8 around zero point 128 (the
+    u8 x s8 fast path). No token's result depends on any other token in the run, so a text scores
+    the same whichever texts share its micro-batch. Returns how many nodes were replaced.
+    """
+    graph = model.graph
+    initializers = _add_constants(graph)
+    replaced = 0
+    for name in node_names:
+        node = _matmul(graph, name)
+        activation, weight_name = node.input
+        weight = numpy_helper.to_array(initializers[weight_name]).astype(np.float32)
+        p = f"{name}_per_token"
+        _quantized_weight(graph, p, weight)
+        replacement = [
+            helper.make_node("Abs", [activation], [f"{p}_abs"], name=f"{p}_Abs"),
+            helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], axes=[-1], keepdims=1, name=f"{p}_Max"),
+            helper.make_node("Max", [f"{p}_max", "per_token_eps"], [f"{p}_max_safe"], name=f"{p}_Floor"),
+            helper.make_node("Mul", [f"{p}_max_safe", "per_token_inv127"], [f"{p}_scale"], name=f"{p}_Scale"),
+            helper.make_node("Div", [activation, f"{p}_scale"], [f"{p}_steps"], name=f"{p}_Steps"),
+            # Steps lie in [-127, 127]; zero point 128 stores them as uint8 in [1, 255].
+            helper.make_node(
+                "QuantizeLinear",
+                [f"{p}_steps", "per_token_one", "per_token_zero_point"],
+                [f"{p}_q"],
+                name=f"{p}_Quantize",
+            ),
+            *_integer_matmul(p, f"{p}_q", "per_token_zero_point", node.output[0]),
+        ]
+        _replace(graph, node, replacement)
         replaced += 1
     return replaced

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
+
+from model.probe import Batch, intermediate_values
 
 SMOOTHED_OPS = ("MatMul", "Attention")
 DEFAULT_ALPHA = 0.5
-Batch = tuple[np.ndarray, np.ndarray]
 
 
 def smoothing_targets(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -32,21 +32,9 @@ def channel_abs_max(
     model: onnx.ModelProto, tensor_names: list[str], batches: Iterable[Batch]
 ) -> dict[str, np.ndarray]:
     """Largest |value| per last-axis channel of each named tensor over the calibration batches."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known_outputs = {output.name for output in probe.graph.output}
-    for name in dict.fromkeys(tensor_names):
-        if name not in known_outputs:
-            probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    wanted = list(dict.fromkeys(tensor_names))
     maxima: dict[str, np.ndarray] = {}
-    for input_ids, attention_mask in batches:
-        values = session.run(wanted, {"input_ids": input_ids, "attention_mask": attention_mask})
-        for name, value in zip(wanted, values, strict=True):
+    for values in intermediate_values(model, tensor_names, batches):
+        for name, value in zip(tensor_names, values, strict=True):
             channel_max = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
             maxima[name] = np.maximum(maxima[name], channel_max) if name in maxima else channel_max
     if not maxima:

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from model.per_token import per_token_uint8
+from model.per_token import per_token_symmetric, per_token_uint8
 
 ROWS, INNER, OUTER = 5, 64, 16
 NAME = "layer.0/output/dense/MatMul"
@@ -68,3 +68,23 @@ def test_per_token_matmul_matches_float_within_int8_error(tmp_path: Path, with_b
     # Relative to each token's own output size, including the small token beside the huge one.
     error = np.abs(actual - expected).max(axis=-1) / np.abs(expected).max(axis=-1)
     assert error.max() < 0.03, error
+
+
+def test_symmetric_per_token_matmul_matches_float_and_ignores_other_tokens(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    weight = rng.normal(size=(INNER, OUTER)).astype(np.float32)
+    # Signed inputs (a LayerNorm output), tokens of very different magnitude.
+    x = rng.normal(size=(2, ROWS, INNER)).astype(np.float32)
+    x[0, 0] *= 200.0
+    x[1, 3] *= 0.05
+    model = matmul_graph(weight, None)
+    expected = run(model, tmp_path / "float.onnx", x)
+    assert per_token_symmetric(model, [NAME]) == 1
+    assert "MatMul" not in [node.op_type for node in model.graph.node]
+    actual = run(model, tmp_path / "int8.onnx", x)
+    error = np.abs(actual - expected).max(axis=-1) / np.abs(expected).max(axis=-1)
+    assert error.max() < 0.03, error
+    # What the other text in the run holds does not change this one's result at all.
+    changed = x.copy()
+    changed[1] *= 1000.0
+    assert np.array_equal(run(model, tmp_path / "int8.onnx", changed)[0], actual[0])
