@@ -1,4 +1,4 @@
-"""Per-token uint8 quantisation of the feed-forward output MatMuls (input: the GELU output).
+"""Per-token uint8 quantisation of MatMuls, first of all the feed-forward outputs (input: GELU output).
 
 ONNX Runtime's dynamic quantisation gives a whole activation tensor one scale. The GELU output's
 range differs a lot from token to token, so one scale per run costs the quiet tokens their
@@ -11,6 +11,10 @@ int8 code would give the (almost all positive) values. The shift's effect on the
 Per node: x' = x + c; s = max(x') / 255 per token; q = round(x' / s) as uint8;
 y = s * (q @ W_q) * w_scale - c * sum(W), with W_q int8 per output column (ONNX Runtime's u8 x s8
 integer MatMul, the fast path on x86).
+
+Other MatMuls (signed inputs such as a LayerNorm output) get per_token_symmetric: s = max|x| / 127
+per token, coded as uint8 around zero point 128. Either way no token's scale depends on another
+token, so a text's result does not depend on the texts that share its micro-batch.
 """
 
 from __future__ import annotations
