@@ -27,7 +27,7 @@ from model.manifest import VARIANT_FILES, write_manifest
 from model.network import MultiTaskClassifier
 from model.per_token import per_token_symmetric, per_token_uint8
 from model.probe import Batch
-from model.smoothing import smooth
+from model.smoothing import smooth, smoothing_targets
 from model.tokenization import TOKENIZER_FILE, encode_texts, load_tokenizer
 from model.train import REPORT_FILE, load_checkpoint, predict_logits
 
@@ -158,11 +158,10 @@ def calibration_batches(report: dict[str, Any], out_dir: Path, rows: int = CALIB
 
 def projection_matmuls(model: onnx.ModelProto, exclude: Collection[str]) -> list[str]:
     """Names of the MatMuls with a weight initialiser (attention output, feed-forward input), less exclude."""
-    weights = {tensor.name for tensor in model.graph.initializer}
     return [
         node.name
-        for node in model.graph.node
-        if node.op_type == "MatMul" and node.input[1] in weights and node.name not in exclude
+        for node in smoothing_targets(model)
+        if node.op_type == "MatMul" and node.name not in exclude
     ]
 
 

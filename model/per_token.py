@@ -19,7 +19,7 @@ token, so a text's result does not depend on the texts that share its micro-batc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -62,6 +62,22 @@ def _quantized_weight(graph: onnx.GraphProto, prefix: str, weight: np.ndarray) -
     )
 
 
+def _token_scaled_matmul(
+    p: str, values: str, magnitude: str, inverse_steps: str, zero_point: str | None, output: str
+) -> list[onnx.NodeProto]:
+    """Per token: scale = max(magnitude) * inverse_steps; values / scale as uint8; integer MatMul."""
+    quantize_inputs = [f"{p}_steps", "per_token_one"] + ([zero_point] if zero_point else [])
+    return [
+        helper.make_node("ReduceMax", [magnitude], [f"{p}_max"], axes=[-1], keepdims=1, name=f"{p}_Max"),
+        helper.make_node("Max", [f"{p}_max", "per_token_eps"], [f"{p}_max_safe"], name=f"{p}_Floor"),
+        helper.make_node("Mul", [f"{p}_max_safe", inverse_steps], [f"{p}_scale"], name=f"{p}_Scale"),
+        helper.make_node("Div", [values, f"{p}_scale"], [f"{p}_steps"], name=f"{p}_Steps"),
+        # Scale 1: QuantizeLinear only rounds the steps (and adds the zero point) into uint8.
+        helper.make_node("QuantizeLinear", quantize_inputs, [f"{p}_q"], name=f"{p}_Quantize"),
+        *_integer_matmul(p, f"{p}_q", zero_point, output),
+    ]
+
+
 def _integer_matmul(prefix: str, quantized: str, zero_point: str | None, output: str) -> list[onnx.NodeProto]:
     """u8 x s8 integer MatMul of the quantised activation, then back to float: both scales applied."""
     inputs = [quantized, f"{prefix}_weight"] + ([zero_point] if zero_point else [])
@@ -101,56 +117,78 @@ def _add_constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return initializers
 
 
-def _matmul(graph: onnx.GraphProto, name: str) -> onnx.NodeProto:
-    node: onnx.NodeProto = next(node for node in graph.node if node.name == name and node.op_type == "MatMul")
-    return node
+# Builds a replacement's nodes: (graph, initialisers by name, the MatMul, its float weight, name prefix).
+NodesFor = Callable[
+    [onnx.GraphProto, dict[str, onnx.TensorProto], onnx.NodeProto, np.ndarray, str], list[onnx.NodeProto]
+]
 
 
-def per_token_uint8(model: onnx.ModelProto, node_names: Iterable[str]) -> int:
-    """Replace each named MatMul (GELU-output input, weight initialiser) in place; returns how many."""
+def _rewrite(model: onnx.ModelProto, node_names: Iterable[str], nodes_for: NodesFor) -> int:
+    """Swap each named MatMul (weight initialiser) for nodes_for's int8 nodes; returns how many."""
     graph = model.graph
     initializers = _add_constants(graph)
     replaced = 0
     for name in node_names:
-        node = _matmul(graph, name)
-        activation, weight_name = node.input
-        weight = numpy_helper.to_array(initializers[weight_name]).astype(np.float32)
-        shift_effect = (-GELU_SHIFT * weight.sum(axis=0)).astype(np.float32)
-        p = f"{name}_per_token"
-        _quantized_weight(graph, p, weight)
-        output = node.output[0]
-        bias_add = _bias_add(graph, output, initializers)
-        if bias_add is not None:
-            bias_name = next(name for name in bias_add.input if name != output)
-            bias = numpy_helper.to_array(initializers[bias_name]) + shift_effect
-            initializers[bias_name].CopyFrom(numpy_helper.from_array(bias.astype(np.float32), bias_name))
-            scaled_output = output
-        else:
-            graph.initializer.append(numpy_helper.from_array(shift_effect, f"{p}_shift_effect"))
-            scaled_output = f"{p}_scaled_output"
-        replacement = [
-            helper.make_node("Add", [activation, "per_token_shift"], [f"{p}_shifted"], name=f"{p}_Shift"),
-            helper.make_node(
-                "ReduceMax", [f"{p}_shifted"], [f"{p}_max"], axes=[-1], keepdims=1, name=f"{p}_Max"
-            ),
-            helper.make_node("Max", [f"{p}_max", "per_token_eps"], [f"{p}_max_safe"], name=f"{p}_Floor"),
-            helper.make_node("Mul", [f"{p}_max_safe", "per_token_inv255"], [f"{p}_scale"], name=f"{p}_Scale"),
-            helper.make_node("Div", [f"{p}_shifted", f"{p}_scale"], [f"{p}_steps"], name=f"{p}_Steps"),
-            # Scale 1 and no zero point: uint8 round-to-nearest of values already in [0, 255].
-            helper.make_node(
-                "QuantizeLinear", [f"{p}_steps", "per_token_one"], [f"{p}_q"], name=f"{p}_Quantize"
-            ),
-            *_integer_matmul(p, f"{p}_q", None, scaled_output),
-        ]
-        if bias_add is None:
-            replacement.append(
-                helper.make_node(
-                    "Add", [scaled_output, f"{p}_shift_effect"], [output], name=f"{p}_ShiftEffect"
-                )
-            )
-        _replace(graph, node, replacement)
+        node = next(node for node in graph.node if node.name == name and node.op_type == "MatMul")
+        weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+        prefix = f"{name}_per_token"
+        _quantized_weight(graph, prefix, weight)
+        _replace(graph, node, nodes_for(graph, initializers, node, weight, prefix))
         replaced += 1
     return replaced
+
+
+def _gelu_shifted_nodes(
+    graph: onnx.GraphProto,
+    initializers: dict[str, onnx.TensorProto],
+    node: onnx.NodeProto,
+    weight: np.ndarray,
+    p: str,
+) -> list[onnx.NodeProto]:
+    """Shift by GELU_SHIFT, uint8 per token with zero point 0; the shift's effect goes into the bias."""
+    activation, output = node.input[0], node.output[0]
+    shift_effect = (-GELU_SHIFT * weight.sum(axis=0)).astype(np.float32)
+    bias_add = _bias_add(graph, output, initializers)
+    if bias_add is not None:
+        bias_name = next(name for name in bias_add.input if name != output)
+        bias = numpy_helper.to_array(initializers[bias_name]) + shift_effect
+        initializers[bias_name].CopyFrom(numpy_helper.from_array(bias.astype(np.float32), bias_name))
+        scaled_output = output
+    else:
+        graph.initializer.append(numpy_helper.from_array(shift_effect, f"{p}_shift_effect"))
+        scaled_output = f"{p}_scaled_output"
+    nodes = [
+        helper.make_node("Add", [activation, "per_token_shift"], [f"{p}_shifted"], name=f"{p}_Shift"),
+        # Steps already in [0, 255]: no zero point.
+        *_token_scaled_matmul(p, f"{p}_shifted", f"{p}_shifted", "per_token_inv255", None, scaled_output),
+    ]
+    if bias_add is None:
+        nodes.append(
+            helper.make_node("Add", [scaled_output, f"{p}_shift_effect"], [output], name=f"{p}_ShiftEffect")
+        )
+    return nodes
+
+
+def _symmetric_nodes(
+    graph: onnx.GraphProto,
+    initializers: dict[str, onnx.TensorProto],
+    node: onnx.NodeProto,
+    weight: np.ndarray,
+    p: str,
+) -> list[onnx.NodeProto]:
+    """Scale max|x| / 127 per token, steps in [-127, 127] stored as uint8 around zero point 128."""
+    activation = node.input[0]
+    return [
+        helper.make_node("Abs", [activation], [f"{p}_abs"], name=f"{p}_Abs"),
+        *_token_scaled_matmul(
+            p, activation, f"{p}_abs", "per_token_inv127", "per_token_zero_point", node.output[0]
+        ),
+    ]
+
+
+def per_token_uint8(model: onnx.ModelProto, node_names: Iterable[str]) -> int:
+    """Replace each named MatMul (GELU-output input, weight initialiser) in place; returns how many."""
+    return _rewrite(model, node_names, _gelu_shifted_nodes)
 
 
 def per_token_symmetric(model: onnx.ModelProto, node_names: Iterable[str]) -> int:
@@ -160,30 +198,4 @@ def per_token_symmetric(model: onnx.ModelProto, node_names: Iterable[str]) -> in
     u8 x s8 fast path). No token's result depends on any other token in the run, so a text scores
     the same whichever texts share its micro-batch. Returns how many nodes were replaced.
     """
-    graph = model.graph
-    initializers = _add_constants(graph)
-    replaced = 0
-    for name in node_names:
-        node = _matmul(graph, name)
-        activation, weight_name = node.input
-        weight = numpy_helper.to_array(initializers[weight_name]).astype(np.float32)
-        p = f"{name}_per_token"
-        _quantized_weight(graph, p, weight)
-        replacement = [
-            helper.make_node("Abs", [activation], [f"{p}_abs"], name=f"{p}_Abs"),
-            helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], axes=[-1], keepdims=1, name=f"{p}_Max"),
-            helper.make_node("Max", [f"{p}_max", "per_token_eps"], [f"{p}_max_safe"], name=f"{p}_Floor"),
-            helper.make_node("Mul", [f"{p}_max_safe", "per_token_inv127"], [f"{p}_scale"], name=f"{p}_Scale"),
-            helper.make_node("Div", [activation, f"{p}_scale"], [f"{p}_steps"], name=f"{p}_Steps"),
-            # Steps lie in [-127, 127]; zero point 128 stores them as uint8 in [1, 255].
-            helper.make_node(
-                "QuantizeLinear",
-                [f"{p}_steps", "per_token_one", "per_token_zero_point"],
-                [f"{p}_q"],
-                name=f"{p}_Quantize",
-            ),
-            *_integer_matmul(p, f"{p}_q", "per_token_zero_point", node.output[0]),
-        ]
-        _replace(graph, node, replacement)
-        replaced += 1
-    return replaced
+    return _rewrite(model, node_names, _symmetric_nodes)
