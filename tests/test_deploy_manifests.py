@@ -229,7 +229,7 @@ def quantity_mib(value: str) -> float:
 
 
 def test_classify_resources_match_the_measured_footprint() -> None:
-    """Measured: peak RSS of one classify process 260-601 MB; ~290 msg/s on 2 cores (README.md)."""
+    """Measured: peak RSS of one classify process 260-601 MB; ~265 msg/s on 2 cores (README.md)."""
     classify = deployments()["finsent-classify"]
     (container,) = classify["spec"]["template"]["spec"]["containers"]
     resources = container["resources"]

@@ -53,7 +53,7 @@ from tests.integration.prometheus_fixture import (
 pytestmark = pytest.mark.integration
 
 REPLAY = 1500
-RATE = 50.0  # msg/s: 30 s of event time, below one process's ~290 msg/s so the service keeps up
+RATE = 50.0  # msg/s: 30 s of event time, below one process's ~265 msg/s so the service keeps up
 TICKS = 20
 VALID = REPLAY + TICKS
 # Baselines form only from buckets the watermark (newest event time - allowed lateness) has closed.
