@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -33,6 +33,9 @@ PROCESSED_FILE = "processed_files.json"
 COLUMNS = ("id", "text", "topic", "sentiment", "source", "received_at")
 MAX_TEXT_CHARS = 20_000
 _EXAMPLES_PER_REASON = 3
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -120,48 +123,43 @@ def validate_row(raw: Any, source: str) -> LabelRow | str:
     return LabelRow(row_id.strip(), text.strip(), topic, sentiment, source)
 
 
-def validate_rows(raws: Iterable[tuple[str, Any]], source: str) -> tuple[list[LabelRow], ValidationReport]:
-    """Validate (where, raw) pairs; valid rows plus the report of bad ones."""
-    report = ValidationReport()
-    rows: list[LabelRow] = []
-    for where, raw in raws:
-        result = validate_row(raw, source)
-        if isinstance(result, str):
-            report.reject(result, where)
-        else:
-            rows.append(result)
-            report.valid += 1
-    return rows, report
-
-
-def parse_message(value: bytes | None) -> Any:
-    """Decode one `news.labels` message value; a str reason when it is not a JSON document."""
+def validate_message(value: bytes | None) -> LabelRow | str:
+    """A LabelRow, or the reason one `news.labels` message value is not a valid correction."""
     if not value:
         return "empty_payload"
     try:
-        return json.loads(value.decode("utf-8"))
+        raw = json.loads(value.decode("utf-8"))
     except UnicodeDecodeError:
         return "not_utf8"
     except json.JSONDecodeError:
         return "not_json"
+    return validate_row(raw, "kafka")
 
 
-def validate_messages(values: Iterable[tuple[str, bytes | None]]) -> tuple[list[LabelRow], ValidationReport]:
-    """Validate raw Kafka message values (where, bytes) from the labels topic."""
+def _validate_all(
+    items: Iterable[tuple[str, T]], check: Callable[[T], LabelRow | str]
+) -> tuple[list[LabelRow], ValidationReport]:
+    """Run check on each (where, item); the valid rows plus the report of bad ones."""
     report = ValidationReport()
     rows: list[LabelRow] = []
-    for where, value in values:
-        parsed = parse_message(value)
-        if isinstance(parsed, str):
-            report.reject(parsed, where)
-            continue
-        result = validate_row(parsed, "kafka")
+    for where, item in items:
+        result = check(item)
         if isinstance(result, str):
             report.reject(result, where)
         else:
             rows.append(result)
             report.valid += 1
     return rows, report
+
+
+def validate_rows(raws: Iterable[tuple[str, Any]], source: str) -> tuple[list[LabelRow], ValidationReport]:
+    """Validate (where, raw mapping) pairs; valid rows plus the report of bad ones."""
+    return _validate_all(raws, lambda raw: validate_row(raw, source))
+
+
+def validate_messages(values: Iterable[tuple[str, bytes | None]]) -> tuple[list[LabelRow], ValidationReport]:
+    """Validate raw Kafka message values (where, bytes) from the labels topic."""
+    return _validate_all(values, validate_message)
 
 
 class FeedbackStore:

@@ -50,12 +50,21 @@ def test_kafka_messages_report_bad_payloads_without_failing() -> None:
         ("p0@2", b"\xff\xfe"),
         ("p0@3", b"{not json"),
         ("p0@4", json.dumps({"id": "b", "text": "Stocks rise"}).encode()),
+        # JSON, but a string: its text must not become a reason (reasons are a closed set).
+        ("p0@5", json.dumps("Stocks fall on profit warning").encode()),
+        ("p0@6", b"[1, 2]"),
     ]
     rows, report = validate_messages(values)
     assert [row.id for row in rows] == ["a"]
     assert report.valid == 1
-    assert dict(report.bad) == {"empty_payload": 1, "not_utf8": 1, "not_json": 1, "no_label": 1}
-    assert report.as_json()["bad_total"] == 4
+    assert dict(report.bad) == {
+        "empty_payload": 1,
+        "not_utf8": 1,
+        "not_json": 1,
+        "no_label": 1,
+        "not_object": 2,
+    }
+    assert report.as_json()["bad_total"] == 6
     assert "p0@4: no_label" in report.examples
 
 
