@@ -138,6 +138,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.rounds < 1 or args.messages < 1:
+        parser.error("--rounds and --messages must be at least 1")
 
     all_headlines = load_headlines(ROOT / "data" / "stock_tweets_stream_2020.csv")
     headlines = [all_headlines[i % len(all_headlines)] for i in range(args.messages)]
