@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from model.graph_edit import replace_node
 from model.probe import Batch, intermediate_values
 
 
@@ -52,7 +53,5 @@ def fix_dynamic_ranges(model: onnx.ModelProto, batches: Iterable[Batch]) -> int:
             [quantized],
             name=f"{node.name}_fixed",
         )
-        position = list(graph.node).index(node)
-        graph.node.remove(node)
-        graph.node.insert(position, fixed)
+        replace_node(graph, node, [fixed])
     return len(dynamic)

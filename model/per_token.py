@@ -25,6 +25,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from model.graph_edit import replace_node
+
 GELU_SHIFT = 0.17  # just above |min GELU(x)| = 0.16997, so x + GELU_SHIFT >= 0
 _CONSTANTS: dict[str, np.ndarray] = {
     "per_token_shift": np.array(GELU_SHIFT, np.float32),
@@ -101,10 +103,7 @@ def _integer_matmul(prefix: str, quantized: str, zero_point: str | None, output:
 def _replace(graph: onnx.GraphProto, node: onnx.NodeProto, replacement: list[onnx.NodeProto]) -> None:
     """Put replacement where node was, and drop node's weight if nothing else reads it."""
     weight_name = node.input[1]
-    position = list(graph.node).index(node)
-    graph.node.remove(node)
-    for offset, new_node in enumerate(replacement):
-        graph.node.insert(position + offset, new_node)
+    replace_node(graph, node, replacement)
     if not any(weight_name in other.input for other in graph.node):
         graph.initializer.remove(next(tensor for tensor in graph.initializer if tensor.name == weight_name))
 
