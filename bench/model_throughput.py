@@ -33,10 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.hf_pipeline import MultiTaskPipeline
 from model import DEFAULT_MODEL_DIR, Engine, cuda_usable
 from model.calibration import softmax
+from model.checkpoint import load_checkpoint
+from model.dev_eval import predict_logits
 from model.engine import CPU_BATCH_SIZE, GPU_BATCH_SIZE
 from model.manifest import read_manifest
 from model.tokenization import encode_texts, load_tokenizer
-from model.train import load_checkpoint, predict_logits
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "model_throughput.json"

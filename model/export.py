@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -21,16 +20,18 @@ from torch import nn
 
 from model.batching import length_sorted_batches, pad_batch
 from model.calibration import softmax
+from model.checkpoint import REPORT_FILE, load_checkpoint
 from model.data import splits_of_run
+from model.dev_eval import predict_logits
 from model.engine import CPU_BATCH_SIZE, GPU_BATCH_SIZE, Device, OnnxSession, cuda_usable
 from model.fixed_ranges import fix_dynamic_ranges
 from model.manifest import VARIANT_FILES, write_manifest
 from model.network import MultiTaskClassifier
 from model.per_token import per_token_symmetric, per_token_uint8
 from model.probe import Batch
+from model.progress import log_to_stderr
 from model.smoothing import smooth, smoothing_targets
 from model.tokenization import TOKENIZER_FILE, encode_texts, load_tokenizer
-from model.train import REPORT_FILE, load_checkpoint, predict_logits
 
 OPSET = 17
 # Embedding tables bigger than this are stored as fp16 (ONNX Runtime folds the Cast at load).
@@ -92,10 +93,6 @@ class ParityResult:
 
 class ParityError(RuntimeError):
     """An exported variant disagrees with PyTorch beyond the allowed tolerance."""
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def export_fp32(heads: CalibratedHeads, path: Path) -> None:
@@ -301,7 +298,7 @@ def export(
     out_dir: Path,
     parity_texts: list[str],
     version: str,
-    log: Callable[[str], None] = _log,
+    log: Callable[[str], None] = log_to_stderr,
     parity_margin: float = 0.0,
 ) -> dict[str, Any]:
     """Export, optimise, quantise and parity-check; write a model directory with its manifest."""
@@ -371,8 +368,8 @@ def export(
 
 def evaluate_variant(model_dir: Path, variant: str, dev_rows: Any) -> dict[str, Any]:
     """Dev accuracy and macro-F1 per task of one exported variant, through the serving engine."""
+    from model.dev_eval import evaluate_heads
     from model.engine import Engine
-    from model.train import evaluate_heads
 
     engine = Engine(model_dir, variant=variant, device="cpu", verify=False)
     topic, sentiment = engine.probabilities(dev_rows["text"].tolist())

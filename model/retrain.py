@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from model.gold import DEFAULT_GOLD_SHARE, gold_rows, is_gold
 from model.labels import IGNORE_INDEX, SENTIMENT_LABELS, TOPIC_LABELS
 from model.manifest import DEFAULT_MODEL_DIR
 from model.metrics import classification_report
+from model.progress import log_to_stderr
 from model.registry import ModelRegistry, utc_now
 
 TASKS = ("topic", "sentiment")
@@ -77,10 +77,6 @@ class RetrainResult:
     challenger: str
     report_path: Path
     report: dict[str, Any]
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def evaluate_on_gold(model_dir: Path, gold: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -130,7 +126,7 @@ def new_version_name(registry: ModelRegistry, prefix: str) -> str:
 
 def retrain(
     settings: RetrainSettings,
-    log: Callable[[str], None] = _log,
+    log: Callable[[str], None] = log_to_stderr,
     kafka_feedback: dict[str, Any] | None = None,
 ) -> RetrainResult:
     """Run one champion/challenger round and write its report; promotes the challenger if it qualifies.
@@ -140,7 +136,8 @@ def retrain(
     from model.base import default_base_dir
     from model.card import write_card
     from model.export import ParityError, export, ship
-    from model.train import TrainConfig, train
+    from model.train import train
+    from model.train_config import TrainConfig
 
     started, started_at = time.time(), utc_now()
     timings: dict[str, float] = {}

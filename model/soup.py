@@ -15,9 +15,11 @@ from typing import Any
 
 import torch
 
+from model.checkpoint import REPORT_FILE, earlier_stages, load_checkpoint, save_checkpoint
 from model.data import data_dir_of, recorded_data_dir, splits_of_run
+from model.dev_eval import calibrate_on_dev
+from model.progress import log_to_stderr
 from model.tokenization import encode_texts, load_tokenizer
-from model.train import REPORT_FILE, _log, calibrate_on_dev, earlier_stages, load_checkpoint, save_checkpoint
 
 # Settings every ingredient must share: they decide the dev split and what the network reads.
 SHARED_SETTINGS = ("data_dir", "dev_percent", "seed", "excluded_sources", "max_tokens")
@@ -28,7 +30,9 @@ def _setting(config: dict[str, Any], key: str) -> Any:
     return recorded_data_dir(data_dir_of(str(value))) if key == "data_dir" else value
 
 
-def soup(checkpoints: list[Path], out_dir: Path, log: Callable[[str], None] = _log) -> dict[str, Any]:
+def soup(
+    checkpoints: list[Path], out_dir: Path, log: Callable[[str], None] = log_to_stderr
+) -> dict[str, Any]:
     """Average the checkpoints' weights, calibrate on dev, save checkpoint and report to out_dir."""
     if len(checkpoints) < 2:
         raise ValueError("a soup needs at least two checkpoints")

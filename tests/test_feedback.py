@@ -112,7 +112,8 @@ def test_feedback_rows_replace_base_rows_and_never_enter_from_the_gold_set(tmp_p
     import pandas as pd
 
     from model.gold import is_gold
-    from model.train import TrainConfig, _add_extra_rows
+    from model.train_config import TrainConfig
+    from model.train_rows import add_extra_rows
 
     gold_text = next(f"Gold candidate {i}" for i in range(10_000) if is_gold(f"Gold candidate {i}", share=50))
     base = pd.DataFrame(
@@ -137,7 +138,7 @@ def test_feedback_rows_replace_base_rows_and_never_enter_from_the_gold_set(tmp_p
     config = TrainConfig(
         base_dir=tmp_path, data_dir=tmp_path, out_dir=tmp_path, extra_rows_file=extra_file, gold_share=50
     )
-    combined, counts = _add_extra_rows(base, config)
+    combined, counts = add_extra_rows(base, config)
     assert counts == {"extra_rows": 1, "extra_rows_dropped_gold": 1, "base_rows_replaced": 1}
     assert sorted(combined["text"]) == ["Oil rises", "Stocks fall"]
     assert combined.set_index("text").loc["Stocks fall", "sentiment"] == 0

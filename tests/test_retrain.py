@@ -30,7 +30,8 @@ def champion_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.data import DEFAULT_DATA_DIR
     from model.export import export, ship
     from model.retrain import RetrainSettings, _parity_texts
-    from model.train import TrainConfig, train
+    from model.train import train
+    from model.train_config import TrainConfig
 
     work = tmp_path_factory.mktemp("champion")
     train(

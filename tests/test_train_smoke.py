@@ -27,7 +27,7 @@ def test_train_a_few_steps_writes_checkpoint_and_report(tmp_path: Path) -> None:
     assert (out / "checkpoint" / "model.pt").stat().st_size > 1_000_000
     assert (out / "checkpoint" / "tokenizer.json").is_file()
 
-    from model.train import load_checkpoint
+    from model.checkpoint import load_checkpoint
 
     network = load_checkpoint(out / "checkpoint")
     assert network.topic_head.out_features == 20

@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     """Export, check parity, and optionally ship with a model card."""
     try:
         from model.card import training_commands, write_card
+        from model.checkpoint import REPORT_FILE
         from model.data import splits_of_run
         from model.export import ParityError, evaluate_variant, export, ship
-        from model.train import REPORT_FILE
     except ImportError as error:
         raise UsageError(f"export needs the 'train' extra (pip install -e '.[train]'): {error}") from None
     import json

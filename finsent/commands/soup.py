@@ -28,8 +28,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate the checkpoints and average them."""
     try:
+        from model.checkpoint import CHECKPOINT_WEIGHTS, REPORT_FILE
         from model.soup import soup
-        from model.train import CHECKPOINT_WEIGHTS, REPORT_FILE
     except ImportError as error:
         raise UsageError(f"soup needs the 'train' extra (pip install -e '.[train]'): {error}") from None
     for checkpoint in args.checkpoints:

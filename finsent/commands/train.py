@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         from model.base import default_base_dir
         from model.data import DEFAULT_DATA_DIR
-        from model.train import TrainConfig, train
+        from model.train import train
+        from model.train_config import TrainConfig
     except ImportError as error:
         raise UsageError(f"training needs the 'train' extra (pip install -e '.[train]'): {error}") from None
     if args.epochs <= 0:
