@@ -133,11 +133,7 @@ def retrain(
 
     kafka_feedback: the validation report of the labels read from Kafka before this run (for the report).
     """
-    from model.base import default_base_dir
-    from model.card import write_card
-    from model.export import ParityError, export, ship
-    from model.train import train
-    from model.train_config import TrainConfig
+    from model.export import ParityError
 
     started, started_at = time.time(), utc_now()
     timings: dict[str, float] = {}
@@ -149,23 +145,14 @@ def retrain(
     assert champion is not None
     champion_dir = registry.version_dir(champion)
 
-    store = FeedbackStore(settings.feedback_store or registry.root / "feedback")
-    folder_report = ValidationReport()
-    if settings.feedback_folder is not None:
-        folder_report = store.ingest_folder(settings.feedback_folder)
-        log(f"feedback folder {settings.feedback_folder}: {json.dumps(folder_report.as_json())}")
-    feedback = store.training_frame()
-    run_id = new_version_name(registry, settings.version_prefix)
-    version = run_id
+    feedback, folder_report = _stored_feedback(settings, registry.root, log)
+    run_id = version = new_version_name(registry, settings.version_prefix)
     work = registry.root / ".work" / run_id
     work.mkdir(parents=True, exist_ok=True)
     feedback_file = work / "feedback_rows.csv"
     feedback.to_csv(feedback_file, index=False)
 
-    init_dir = registry.checkpoint_dir(champion)
-    init_from = f"champion {champion} checkpoint" if init_dir else "base checkpoint (champion has none)"
-    if init_dir is None:
-        init_dir = settings.base_dir or default_base_dir()
+    init_dir, init_from = _challenger_start(registry, champion, settings.base_dir)
     log(
         f"retrain {run_id}: champion {champion}; challenger starts from {init_from}; {len(feedback)} feedback rows"
     )
@@ -181,24 +168,7 @@ def retrain(
     try:
         phase = time.time()
         train_dir = work / "train"
-        training = train(
-            TrainConfig(
-                base_dir=init_dir,
-                data_dir=settings.data_dir,
-                out_dir=train_dir,
-                epochs=settings.epochs,
-                batch_size=settings.batch_size,
-                learning_rate=settings.learning_rate,
-                max_tokens=settings.max_tokens,
-                seed=settings.seed,
-                max_rows=settings.max_rows,
-                max_steps=settings.max_steps,
-                extra_rows_file=feedback_file,
-                gold_share=settings.gold_share,
-                shuffle_labels=settings.shuffle_labels,
-            ),
-            log=log,
-        )
+        training = _train_challenger(settings, init_dir, feedback_file, train_dir, log)
         timings["train_seconds"] = round(time.time() - phase, 1)
         gold = gold_rows(
             settings.data_dir,
@@ -206,33 +176,19 @@ def retrain(
             seed=settings.seed,
             max_rows=settings.gold_rows,
         )
-        report["data"] = {
-            "train_rows": training["data"]["train_rows"],
-            "calibration_rows": training["data"]["dev_rows"],
-            "feedback_rows_stored": len(feedback),
-            "feedback_rows_used": training["data"].get("extra_rows", 0),
-            "feedback_rows_dropped_gold": training["data"].get("extra_rows_dropped_gold", 0),
-            "feedback_folder": folder_report.as_json(),
-            "feedback_kafka": kafka_feedback,
-            "gold_rows": len(gold),
-            "gold_topic_rows": int((gold["topic"] != IGNORE_INDEX).sum()),
-            "gold_sentiment_rows": int((gold["sentiment"] != IGNORE_INDEX).sum()),
-            "steps": training["steps"],
-            "shuffled_labels": settings.shuffle_labels,
-        }
+        report["data"] = _data_summary(training["data"], len(feedback), gold, settings.shuffle_labels)
+        report["data"].update(
+            {
+                "feedback_folder": folder_report.as_json(),
+                "feedback_kafka": kafka_feedback,
+                "steps": training["steps"],
+            }
+        )
 
         phase = time.time()
-        export_dir, candidate = work / "export", work / "candidate"
-        export(
-            train_dir,
-            export_dir,
-            _parity_texts(settings),
-            version,
-            log=log,
-            parity_margin=settings.parity_margin,
+        candidate = _export_candidate(
+            settings, train_dir, work, version, f"run {run_id}, from {init_from}", log
         )
-        manifest = ship(export_dir, candidate, ("int8",), {})
-        write_card(candidate, manifest, f"finsent retrain (run {run_id}, from {init_from})")
         timings["export_seconds"] = round(time.time() - phase, 1)
 
         phase = time.time()
@@ -252,8 +208,7 @@ def retrain(
                 "reasons": [f"{type(error).__name__}: {error}"],
                 "timings": timings,
                 "current_after": registry.current_version(),
-                "finished_at": utc_now(),
-                "duration_seconds": round(time.time() - started, 1),
+                **_finished(started),
             }
         )
         registry.write_run_report(run_id, report)
@@ -269,8 +224,7 @@ def retrain(
         }
     )
     if promote and candidate is not None:
-        report["finished_at"] = utc_now()
-        report["duration_seconds"] = round(time.time() - started, 1)
+        report.update(_finished(started))
         registry.add(
             candidate,
             version=version,
@@ -280,9 +234,7 @@ def retrain(
             reason=f"retrain {run_id}",
         )
         registry.promote(version, reason=f"retrain {run_id}: " + "; ".join(reasons))
-    report["current_after"] = registry.current_version()
-    report["finished_at"] = utc_now()
-    report["duration_seconds"] = round(time.time() - started, 1)
+    report.update({"current_after": registry.current_version(), **_finished(started)})
     report_path = registry.write_run_report(run_id, report)
     shutil.rmtree(work, ignore_errors=True)
     log(
@@ -291,6 +243,100 @@ def retrain(
         + f"; report {report_path}"
     )
     return RetrainResult(promote, champion, version, report_path, report)
+
+
+def _stored_feedback(
+    settings: RetrainSettings, registry_root: Path, log: Callable[[str], None]
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """All analyst labels stored so far, after taking in the feedback folder's new files."""
+    store = FeedbackStore(settings.feedback_store or registry_root / "feedback")
+    folder_report = ValidationReport()
+    if settings.feedback_folder is not None:
+        folder_report = store.ingest_folder(settings.feedback_folder)
+        log(f"feedback folder {settings.feedback_folder}: {json.dumps(folder_report.as_json())}")
+    return store.training_frame(), folder_report
+
+
+def _challenger_start(registry: ModelRegistry, champion: str, base_dir: Path | None) -> tuple[Path, str]:
+    """Where the challenger's weights start (the champion's checkpoint, else the base), and in words."""
+    from model.base import default_base_dir
+
+    checkpoint = registry.checkpoint_dir(champion)
+    if checkpoint is not None:
+        return checkpoint, f"champion {champion} checkpoint"
+    return base_dir or default_base_dir(), "base checkpoint (champion has none)"
+
+
+def _finished(started: float) -> dict[str, Any]:
+    """The report's closing timestamps."""
+    return {"finished_at": utc_now(), "duration_seconds": round(time.time() - started, 1)}
+
+
+def _train_challenger(
+    settings: RetrainSettings,
+    init_dir: Path,
+    feedback_file: Path,
+    train_dir: Path,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Fine-tune the challenger from init_dir with the feedback rows; returns the training report."""
+    from model.train import train
+    from model.train_config import TrainConfig
+
+    config = TrainConfig(
+        base_dir=init_dir,
+        data_dir=settings.data_dir,
+        out_dir=train_dir,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        max_tokens=settings.max_tokens,
+        seed=settings.seed,
+        max_rows=settings.max_rows,
+        max_steps=settings.max_steps,
+        extra_rows_file=feedback_file,
+        gold_share=settings.gold_share,
+        shuffle_labels=settings.shuffle_labels,
+    )
+    return train(config, log=log)
+
+
+def _data_summary(
+    training_data: dict[str, Any], feedback_stored: int, gold: pd.DataFrame, shuffled: bool
+) -> dict[str, Any]:
+    """The run report's row counts: what was trained on, calibrated on and judged on."""
+    return {
+        "train_rows": training_data["train_rows"],
+        "calibration_rows": training_data["dev_rows"],
+        "feedback_rows_stored": feedback_stored,
+        "feedback_rows_used": training_data.get("extra_rows", 0),
+        "feedback_rows_dropped_gold": training_data.get("extra_rows_dropped_gold", 0),
+        "gold_rows": len(gold),
+        "gold_topic_rows": int((gold["topic"] != IGNORE_INDEX).sum()),
+        "gold_sentiment_rows": int((gold["sentiment"] != IGNORE_INDEX).sum()),
+        "shuffled_labels": shuffled,
+    }
+
+
+def _export_candidate(
+    settings: RetrainSettings,
+    train_dir: Path,
+    work: Path,
+    version: str,
+    provenance: str,
+    log: Callable[[str], None],
+) -> Path:
+    """Export the challenger to int8 (parity-checked), with manifest and model card; its folder."""
+    from model.card import write_card
+    from model.export import export, ship
+
+    export_dir, candidate = work / "export", work / "candidate"
+    export(
+        train_dir, export_dir, _parity_texts(settings), version, log=log, parity_margin=settings.parity_margin
+    )
+    manifest = ship(export_dir, candidate, ("int8",), {})
+    write_card(candidate, manifest, f"finsent retrain ({provenance})")
+    return candidate
 
 
 def _parity_texts(settings: RetrainSettings) -> list[str]:
