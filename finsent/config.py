@@ -260,31 +260,48 @@ def _convert(option: Option, value: Any, where: str) -> Any:
     if value is None or (isinstance(value, str) and value == "" and option.default is None):
         return None
     if option.kind is bool:
-        if isinstance(value, bool):
-            return value
-        word = str(value).strip().lower()
-        if word in TRUE_WORDS | FALSE_WORDS:
-            return word in TRUE_WORDS
-        raise UsageError(f"{where}: expected true or false, got {value!r}")
+        return _to_bool(value, where)
     if option.kind is float:
-        if isinstance(value, bool):
-            raise UsageError(f"{where}: expected a duration in seconds, got {value!r}")
-        try:
-            return parse_duration(value if isinstance(value, int | float) else str(value))
-        except ValueError as error:
-            raise UsageError(f"{where}: {error}") from None
+        return _to_seconds(value, where)
     if option.kind is int:
-        if isinstance(value, bool | float):
-            raise UsageError(f"{where}: expected an integer, got {value!r}")
-        try:
-            number = int(str(value).strip())
-        except ValueError:
-            raise UsageError(f"{where}: expected an integer, got {value!r}") from None
-        if option.minimum is not None and number < option.minimum:
-            raise UsageError(f"{where}: must be at least {option.minimum}, got {number}")
-        if option.maximum is not None and number > option.maximum:
-            raise UsageError(f"{where}: must be at most {option.maximum}, got {number}")
-        return number
+        return _to_int(option, value, where)
+    return _to_text(option, value, where)
+
+
+def _to_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS | FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise UsageError(f"{where}: expected true or false, got {value!r}")
+
+
+def _to_seconds(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise UsageError(f"{where}: expected a duration in seconds, got {value!r}")
+    try:
+        return parse_duration(value if isinstance(value, int | float) else str(value))
+    except ValueError as error:
+        raise UsageError(f"{where}: {error}") from None
+
+
+def _to_int(option: Option, value: Any, where: str) -> int:
+    if isinstance(value, bool | float):
+        raise UsageError(f"{where}: expected an integer, got {value!r}")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise UsageError(f"{where}: expected an integer, got {value!r}") from None
+    if option.minimum is not None and number < option.minimum:
+        raise UsageError(f"{where}: must be at least {option.minimum}, got {number}")
+    if option.maximum is not None and number > option.maximum:
+        raise UsageError(f"{where}: must be at most {option.maximum}, got {number}")
+    return number
+
+
+def _to_text(option: Option, value: Any, where: str) -> str | Path:
+    """A path, one of the option's choices (matched case-insensitively) or a non-empty string."""
     if not isinstance(value, str | Path):
         raise UsageError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
     text = str(value).strip()
@@ -322,6 +339,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _check_combinations(config: ServiceConfig) -> None:
+    """Checks that involve more than one setting, or a file a setting names."""
+    _check_kafka(config)
+    _check_monitoring(config)
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "rules", "subscriptions"):
+        path = getattr(config, name)
+        if path is not None and not path.is_file():
+            raise UsageError(f"{name}: no such file {path}")
+
+
+def _check_kafka(config: ServiceConfig) -> None:
     if config.max_buffer < config.max_batch:
         raise UsageError(f"max_buffer ({config.max_buffer}) must be at least max_batch ({config.max_batch})")
     if config.heartbeat_interval_ms >= config.session_timeout_ms:
@@ -339,6 +366,11 @@ def _check_combinations(config: ServiceConfig) -> None:
         raise UsageError(
             f"sasl_username and sasl_password are required for sasl_mechanism {config.sasl_mechanism}"
         )
+    if len({config.input_topic, config.output_topic, config.dlq_topic, config.windows_topic}) < 4:
+        raise UsageError("windows_topic must differ from input_topic, output_topic and dlq_topic")
+
+
+def _check_monitoring(config: ServiceConfig) -> None:
     if config.swap_poll_interval <= 0:
         raise UsageError(f"swap_poll_interval: must be positive, got {config.swap_poll_interval}")
     if config.low_confidence_threshold > 1:
@@ -354,13 +386,7 @@ def _check_combinations(config: ServiceConfig) -> None:
     for name in ("eval_interval", "checkpoint_interval", "baseline_half_life"):
         if getattr(config, name) <= 0:
             raise UsageError(f"{name}: must be positive, got {getattr(config, name)}")
-    if len({config.input_topic, config.output_topic, config.dlq_topic, config.windows_topic}) < 4:
-        raise UsageError("windows_topic must differ from input_topic, output_topic and dlq_topic")
     config.monitor_config()
-    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "rules", "subscriptions"):
-        path = getattr(config, name)
-        if path is not None and not path.is_file():
-            raise UsageError(f"{name}: no such file {path}")
 
 
 def load_config(
