@@ -9,18 +9,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from finsent.errors import UsageError
+from finsent.settings_file import parse_bool, read_settings_file
 from ingest import DEFAULT_MAX_MESSAGE_BYTES, KafkaSettings, LoopSettings
 from model import DEFAULT_MODEL_DIR
 from monitor import MonitorConfig, parse_duration
 
 ENV_PREFIX = "FINSENT_"
 CONFIG_ENV = "FINSENT_CONFIG"
-TRUE_WORDS = {"1", "true", "yes", "on"}
 STAGES = ("all", "classify", "monitor", "alerts")
-FALSE_WORDS = {"0", "false", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -260,21 +257,12 @@ def _convert(option: Option, value: Any, where: str) -> Any:
     if value is None or (isinstance(value, str) and value == "" and option.default is None):
         return None
     if option.kind is bool:
-        return _to_bool(value, where)
+        return parse_bool(value, where)
     if option.kind is float:
         return _to_seconds(value, where)
     if option.kind is int:
         return _to_int(option, value, where)
     return _to_text(option, value, where)
-
-
-def _to_bool(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    word = str(value).strip().lower()
-    if word in TRUE_WORDS | FALSE_WORDS:
-        return word in TRUE_WORDS
-    raise UsageError(f"{where}: expected true or false, got {value!r}")
 
 
 def _to_seconds(value: Any, where: str) -> float:
@@ -315,27 +303,6 @@ def _to_text(option: Option, value: Any, where: str) -> str | Path:
     if not text:
         raise UsageError(f"{where}: must not be empty")
     return text
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UsageError(f"--config: no such file {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UsageError(f"config file {path}: not valid YAML: {first_line}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise UsageError(f"config file {path}: expected a mapping of setting: value at the top level")
-    values: dict[str, Any] = {}
-    for key, value in loaded.items():
-        name = str(key).replace("-", "_")
-        if name not in OPTIONS_BY_NAME:
-            raise UsageError(f"config file {path}: unknown setting {key!r}")
-        values[name] = value
-    return values
 
 
 def _check_combinations(config: ServiceConfig) -> None:
@@ -396,7 +363,7 @@ def load_config(
     environ = os.environ if environ is None else environ
     if config_file is None and environ.get(CONFIG_ENV):
         config_file = Path(environ[CONFIG_ENV])
-    from_file = _read_yaml(config_file) if config_file is not None else {}
+    from_file = read_settings_file(config_file, OPTIONS_BY_NAME) if config_file is not None else {}
     values: dict[str, Any] = {}
     for option in OPTIONS:
         if option.name in flags and flags[option.name] is not None:

@@ -62,11 +62,22 @@ def test_crontab_weekday_numbers_keep_their_crontab_meaning(field: str, expected
     assert command.cron_weekdays(field) == expected
 
 
-def test_unknown_config_key_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"registry: r\nschedul: '0 3 * * 0'\n", "unknown setting 'schedul'"),
+        (b"registry: r\nshuffle-labels: maybe\n", "shuffle_labels: expected true or false"),
+        (b"registry: \xff\xfe r\n", "not valid YAML"),
+        (b"- registry\n", "expected a mapping"),
+    ],
+)
+def test_bad_config_file_exits_2_naming_the_problem(
+    content: bytes, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "retrain.yaml"
-    config.write_text("registry: r\nschedul: '0 3 * * 0'\n")
+    config.write_bytes(content)
     assert main(["retrain", "--config", str(config)]) == 2
-    assert "unknown setting 'schedul'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_scheduler_runs_at_once_when_drift_requests_a_retrain(

@@ -13,9 +13,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import yaml
-
 from finsent.errors import UsageError
+from finsent.settings_file import parse_bool, read_settings_file
 
 DEFAULT_SCHEDULE = "0 3 * * 0"
 
@@ -97,12 +96,7 @@ def _convert(setting: Setting, value: Any, where: str) -> Any:
         return None
     try:
         if setting.kind is bool:
-            if isinstance(value, bool):
-                return value
-            word = str(value).strip().lower()
-            if word not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return word in ("true", "1", "yes")
+            return parse_bool(value, where)
         if setting.kind is int and isinstance(value, float | bool):
             raise ValueError(value)
         converted = setting.kind(
@@ -117,23 +111,7 @@ def _convert(setting: Setting, value: Any, where: str) -> Any:
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """Settings from flags > --config YAML > defaults, validated."""
-    from_file: dict[str, Any] = {}
-    if args.config is not None:
-        if not args.config.is_file():
-            raise UsageError(f"--config: no such file {args.config}")
-        try:
-            loaded = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise UsageError(
-                f"config file {args.config}: not valid YAML: {str(error).splitlines()[0]}"
-            ) from None
-        if not isinstance(loaded, dict):
-            raise UsageError(f"config file {args.config}: expected a mapping of setting: value")
-        for key, value in loaded.items():
-            name = str(key).replace("-", "_")
-            if name not in BY_NAME:
-                raise UsageError(f"config file {args.config}: unknown setting {key!r}")
-            from_file[name] = value
+    from_file = read_settings_file(args.config, BY_NAME) if args.config is not None else {}
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         flag_value = getattr(args, setting.name, None)

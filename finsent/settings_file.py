@@ -1,0 +1,46 @@
+"""What the service and retrain settings share: the --config YAML file and true/false words."""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finsent.errors import UsageError
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+
+
+def read_settings_file(path: Path, known: Container[str]) -> dict[str, Any]:
+    """A YAML mapping of setting: value (dashes read as underscores); unknown keys fail naming the key."""
+    if not path.is_file():
+        raise UsageError(f"--config: no such file {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"config file {path}: not valid YAML: {first_line}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UsageError(f"config file {path}: expected a mapping of setting: value at the top level")
+    values: dict[str, Any] = {}
+    for key, value in loaded.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise UsageError(f"config file {path}: unknown setting {key!r}")
+        values[name] = value
+    return values
+
+
+def parse_bool(value: Any, where: str) -> bool:
+    """A YAML boolean or one of the true/false words (1/0, yes/no, on/off), or fail naming where."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS | FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise UsageError(f"{where}: expected true or false, got {value!r}")
