@@ -161,6 +161,85 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measure(
+    specs: list[PathSpec], shared: list[str], rounds: int
+) -> tuple[dict[str, list[float]], dict[str, Scores | None], dict[str, list[str]]]:
+    """Run every path once per round, each in a fresh worker process: seconds, last outputs, providers."""
+    seconds: dict[str, list[float]] = {spec.name: [] for spec in specs}
+    outputs: dict[str, Scores | None] = {}
+    providers: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory() as work:
+        for round_index in range(rounds):
+            for spec in specs:
+                result_file = Path(work) / f"{spec.key}.npz"
+                command = [
+                    sys.executable,
+                    __file__,
+                    *shared,
+                    "--worker",
+                    spec.key,
+                    "--worker-out",
+                    str(result_file),
+                ]
+                subprocess.run(command, check=True)
+                with np.load(result_file) as saved:
+                    seconds[spec.name].append(float(saved["seconds"]))
+                    scored = saved["topic"].size > 0
+                    outputs[spec.name] = (saved["topic"], saved["sentiment"]) if scored else None
+                    providers[spec.name] = [str(value) for value in saved["providers"]]
+            print(f"round {round_index + 1}/{rounds} done", file=sys.stderr, flush=True)
+    return seconds, outputs, providers
+
+
+def _rows(
+    specs: list[PathSpec],
+    seconds: dict[str, list[float]],
+    outputs: dict[str, Scores | None],
+    providers: dict[str, list[str]],
+) -> tuple[list[dict[str, Any]], str]:
+    """One result row per path (median rate, per-round ratios, agreement with (b)) and the (b) used."""
+    rates = {spec.name: [spec.texts / s for s in seconds[spec.name]] for spec in specs}
+    torch_names = [spec.name for spec in specs if spec.key.startswith("b")]
+    best_b = max(torch_names, key=lambda name: median(rates[name]))
+    reference = outputs[best_b]
+    assert reference is not None
+    name_a = specs[0].name
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        name = spec.name
+        row: dict[str, Any] = {
+            "name": name,
+            "batch": spec.batch,
+            "texts": spec.texts,
+            "seconds_per_round": seconds[name],
+            "messages_per_second": median(rates[name]),
+            # Ratios per round (both paths measured minutes apart at most), then the median.
+            "x_vs_a": median([r / a for r, a in zip(rates[name], rates[name_a], strict=True)]),
+            "x_vs_b": median([r / b for r, b in zip(rates[name], rates[best_b], strict=True)]),
+        }
+        output = outputs[name]
+        if providers[name] and output is not None:
+            row["providers"] = providers[name]
+            row["topic_agreement_with_b"] = float(np.mean(output[0].argmax(1) == reference[0].argmax(1)))
+            row["sentiment_agreement_with_b"] = float(np.mean(output[1].argmax(1) == reference[1].argmax(1)))
+        rows.append(row)
+    return rows, best_b
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'path':<40}{'batch':>6}{'msg/s':>10}{'x (a)':>8}{'x (b)':>8}{'agree topic/sent':>20}")
+    for row in rows:
+        agreement = (
+            f"{row['topic_agreement_with_b']:.4f}/{row['sentiment_agreement_with_b']:.4f}"
+            if "topic_agreement_with_b" in row
+            else ""
+        )
+        print(
+            f"{row['name']:<40}{row['batch']:>6}{row['messages_per_second']:>10.1f}"
+            f"{row['x_vs_a']:>8.2f}{row['x_vs_b']:>8.2f}{agreement:>20}"
+        )
+
+
 def main() -> int:
     """Measure every path in interleaved rounds, each run in its own process, and write the JSON results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -202,54 +281,8 @@ def main() -> int:
         *("--torch-batch-sizes", args.torch_batch_sizes),
         *(("--train-dir", str(args.train_dir)) if args.train_dir else ()),
     ]
-    seconds: dict[str, list[float]] = {spec.name: [] for spec in specs}
-    outputs: dict[str, Scores | None] = {}
-    providers: dict[str, list[str]] = {}
-    with tempfile.TemporaryDirectory() as work:
-        for round_index in range(args.rounds):
-            for spec in specs:
-                result_file = Path(work) / f"{spec.key}.npz"
-                command = [
-                    sys.executable,
-                    __file__,
-                    *shared,
-                    "--worker",
-                    spec.key,
-                    "--worker-out",
-                    str(result_file),
-                ]
-                subprocess.run(command, check=True)
-                with np.load(result_file) as saved:
-                    seconds[spec.name].append(float(saved["seconds"]))
-                    scored = saved["topic"].size > 0
-                    outputs[spec.name] = (saved["topic"], saved["sentiment"]) if scored else None
-                    providers[spec.name] = [str(value) for value in saved["providers"]]
-            print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    rates = {spec.name: [spec.texts / s for s in seconds[spec.name]] for spec in specs}
-    torch_names = [spec.name for spec in specs if spec.key.startswith("b")]
-    best_b = max(torch_names, key=lambda name: median(rates[name]))
-    reference = outputs[best_b]
-    assert reference is not None
-    name_a = specs[0].name
-    rows: list[dict[str, Any]] = []
-    for spec in specs:
-        name = spec.name
-        row: dict[str, Any] = {
-            "name": name,
-            "batch": spec.batch,
-            "texts": spec.texts,
-            "seconds_per_round": seconds[name],
-            "messages_per_second": median(rates[name]),
-            # Ratios per round (both paths measured minutes apart at most), then the median.
-            "x_vs_a": median([r / a for r, a in zip(rates[name], rates[name_a], strict=True)]),
-            "x_vs_b": median([r / b for r, b in zip(rates[name], rates[best_b], strict=True)]),
-        }
-        output = outputs[name]
-        if providers[name] and output is not None:
-            row["providers"] = providers[name]
-            row["topic_agreement_with_b"] = float(np.mean(output[0].argmax(1) == reference[0].argmax(1)))
-            row["sentiment_agreement_with_b"] = float(np.mean(output[1].argmax(1) == reference[1].argmax(1)))
-        rows.append(row)
+    seconds, outputs, providers = _measure(specs, shared, args.rounds)
+    rows, best_b = _rows(specs, seconds, outputs, providers)
     result = {
         "machine": {
             "cpus": threads,
@@ -273,17 +306,7 @@ def main() -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(f"{'path':<40}{'batch':>6}{'msg/s':>10}{'x (a)':>8}{'x (b)':>8}{'agree topic/sent':>20}")
-    for row in rows:
-        agreement = (
-            f"{row['topic_agreement_with_b']:.4f}/{row['sentiment_agreement_with_b']:.4f}"
-            if "topic_agreement_with_b" in row
-            else ""
-        )
-        print(
-            f"{row['name']:<40}{row['batch']:>6}{row['messages_per_second']:>10.1f}"
-            f"{row['x_vs_a']:>8.2f}{row['x_vs_b']:>8.2f}{agreement:>20}"
-        )
+    _print_table(rows)
     print(f"sequence lengths (tokens): {result['sequence_length_tokens']}; written {args.out}")
     return 0
 
