@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -32,22 +33,51 @@ def read_table(path: Path) -> pd.DataFrame:
     if not raw.strip():
         raise UsageError(f"{path}: file is empty")
     try:
-        raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise UsageError(
             f"{path}: not valid UTF-8 (byte {error.start}); re-encode the file as UTF-8"
         ) from None
-    try:
-        if kind == "csv":
+    if kind == "jsonl":
+        table = pd.DataFrame(_jsonl_records(text, path))
+    else:
+        try:
             table = pd.read_csv(path, keep_default_na=False, dtype=str, encoding="utf-8")
-        else:
-            table = pd.read_json(path, lines=True, dtype=False)
-    except (ValueError, pd.errors.ParserError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UsageError(f"{path}: cannot parse as {kind.upper()}: {first_line}") from None
-    if table.empty:
+        except (ValueError, pd.errors.ParserError) as error:
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UsageError(f"{path}: cannot parse as CSV: {first_line}") from None
+    if len(table) == 0:
         raise UsageError(f"{path}: has a header but no rows")
     return table
+
+
+def _jsonl_records(text: str, path: Path) -> list[dict[str, Any]]:
+    """One JSON object per non-blank line; the first bad line is named with its number."""
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{path}: cannot parse as JSONL: line {number}: {error.msg}") from None
+        if not isinstance(record, dict):
+            raise UsageError(
+                f"{path}: cannot parse as JSONL: line {number} is a JSON {_json_kind(record)}, "
+                "not an object (one {...} per line)"
+            )
+        records.append(record)
+    return records
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    return "string" if isinstance(value, str) else "null"
 
 
 def text_column(table: pd.DataFrame, path: Path) -> str:

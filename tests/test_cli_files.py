@@ -24,7 +24,12 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (b"title,label\nStocks fall,0\n", ".csv", "no 'text' or 'headline' column"),
         (b"text\n", ".csv", "header but no rows"),
         ("text\nAktien f\u00e4llt\n".encode("latin-1"), ".csv", "not valid UTF-8"),
-        (b'{"text": "ok"}\n{broken\n', ".jsonl", "cannot parse as JSONL"),
+        (b'{"text": "ok"}\n{broken\n', ".jsonl", "cannot parse as JSONL: line 2"),
+        (b'{"text": "ok"}\n\n[1, 2]\n', ".jsonl", "line 3 is a JSON array, not an object"),
+        (b'"Stocks fall"\n', ".jsonl", "line 1 is a JSON string, not an object"),
+        (b"\n\n", ".jsonl", "file is empty"),
+        (b'[{"text": "ok"}]', ".json", "line 1 is a JSON array, not an object"),
+        (b"{}\n{}\n", ".jsonl", "no 'text' or 'headline' column"),
         (b"text\nhello\n", ".xlsx", "unsupported file type"),
     ],
 )
