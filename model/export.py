@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import warnings
 from collections.abc import Callable, Collection
@@ -201,17 +202,31 @@ def quantize_int8(
     store_large_embeddings_fp16(out_path)
 
 
+class _DropPreProcessHint(logging.Filter):
+    """ONNX Runtime suggests its quantisation pre-processing (shape inference and graph
+    optimisation) for every graph not marked as pre-processed; ours is already optimised with the
+    transformer fusions, which that pre-processing would not apply, so the hint is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 def dynamic_int8(in_path: Path, out_path: Path, **selection: Any) -> None:
     """ONNX Runtime dynamic quantisation, int8 weights per channel, of the nodes ``selection`` picks."""
-    quantize_dynamic(
-        str(in_path),
-        str(out_path),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        # Fused contrib ops defeat ONNX shape inference; their outputs are float.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        **selection,
-    )
+    hint_filter = _DropPreProcessHint()
+    logging.getLogger().addFilter(hint_filter)
+    try:
+        quantize_dynamic(
+            str(in_path),
+            str(out_path),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            # Fused contrib ops defeat ONNX shape inference; their outputs are float.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            **selection,
+        )
+    finally:
+        logging.getLogger().removeFilter(hint_filter)
 
 
 def store_large_embeddings_fp16(path: Path) -> None:
