@@ -68,6 +68,11 @@ class MonitorConfig:
     max_topics: int = 64
 
     def __post_init__(self) -> None:
+        self._check_windows()
+        self._check_baseline()
+        self._check_limits()
+
+    def _check_windows(self) -> None:
         if self.bucket_seconds <= 0:
             raise ValueError("bucket_seconds must be positive")
         if not self.horizons:
@@ -79,16 +84,30 @@ class MonitorConfig:
                 raise ValueError(
                     f"horizon {horizon}s must be a positive multiple of bucket_seconds={self.bucket_seconds}"
                 )
+        for name in ("allowed_lateness", "max_future_skew"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be finite and not negative, got {value!r}")
+
+    def _check_baseline(self) -> None:
         if self.baseline_window is not None and self.baseline_window not in self.horizons:
             raise ValueError(
                 f"baseline_window {self.baseline_window}s is not one of horizons {self.horizons}"
             )
-        for name in ("allowed_lateness", "max_future_skew", "baseline_half_life"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be finite and not negative, got {value!r}")
+        if not math.isfinite(self.baseline_half_life) or self.baseline_half_life < 0:
+            raise ValueError(
+                f"baseline_half_life must be finite and not negative, got {self.baseline_half_life!r}"
+            )
         if self.baseline_half_life == 0:
             raise ValueError("baseline_half_life must be positive")
+        if self.baseline_clip_z is not None and not (
+            math.isfinite(self.baseline_clip_z) and self.baseline_clip_z > 0
+        ):
+            raise ValueError("baseline_clip_z must be positive (or None)")
+        if self.baseline_min_samples < 1 or self.min_volume < 1:
+            raise ValueError("baseline_min_samples and min_volume must be at least 1")
+
+    def _check_limits(self) -> None:
         if self.dedupe_retention is not None and (
             not math.isfinite(self.dedupe_retention) or self.dedupe_retention < self.allowed_lateness
         ):
@@ -96,12 +115,6 @@ class MonitorConfig:
         for name in ("dedupe_max_ids", "top_k", "headline_max_chars", "max_topics"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.baseline_clip_z is not None and not (
-            math.isfinite(self.baseline_clip_z) and self.baseline_clip_z > 0
-        ):
-            raise ValueError("baseline_clip_z must be positive (or None)")
-        if self.baseline_min_samples < 1 or self.min_volume < 1:
-            raise ValueError("baseline_min_samples and min_volume must be at least 1")
         if self.topics is not None and OTHER_TOPIC in self.topics:
             raise ValueError(f"topics must not include the reserved label {OTHER_TOPIC!r}")
 
