@@ -176,14 +176,20 @@ def retrain(
             seed=settings.seed,
             max_rows=settings.gold_rows,
         )
-        report["data"] = _data_summary(training["data"], len(feedback), gold, settings.shuffle_labels)
-        report["data"].update(
-            {
-                "feedback_folder": folder_report.as_json(),
-                "feedback_kafka": kafka_feedback,
-                "steps": training["steps"],
-            }
-        )
+        report["data"] = {
+            "train_rows": training["data"]["train_rows"],
+            "calibration_rows": training["data"]["dev_rows"],
+            "feedback_rows_stored": len(feedback),
+            "feedback_rows_used": training["data"].get("extra_rows", 0),
+            "feedback_rows_dropped_gold": training["data"].get("extra_rows_dropped_gold", 0),
+            "feedback_folder": folder_report.as_json(),
+            "feedback_kafka": kafka_feedback,
+            "gold_rows": len(gold),
+            "gold_topic_rows": int((gold["topic"] != IGNORE_INDEX).sum()),
+            "gold_sentiment_rows": int((gold["sentiment"] != IGNORE_INDEX).sum()),
+            "steps": training["steps"],
+            "shuffled_labels": settings.shuffle_labels,
+        }
 
         phase = time.time()
         candidate = _export_candidate(
@@ -299,23 +305,6 @@ def _train_challenger(
         shuffle_labels=settings.shuffle_labels,
     )
     return train(config, log=log)
-
-
-def _data_summary(
-    training_data: dict[str, Any], feedback_stored: int, gold: pd.DataFrame, shuffled: bool
-) -> dict[str, Any]:
-    """The run report's row counts: what was trained on, calibrated on and judged on."""
-    return {
-        "train_rows": training_data["train_rows"],
-        "calibration_rows": training_data["dev_rows"],
-        "feedback_rows_stored": feedback_stored,
-        "feedback_rows_used": training_data.get("extra_rows", 0),
-        "feedback_rows_dropped_gold": training_data.get("extra_rows_dropped_gold", 0),
-        "gold_rows": len(gold),
-        "gold_topic_rows": int((gold["topic"] != IGNORE_INDEX).sum()),
-        "gold_sentiment_rows": int((gold["sentiment"] != IGNORE_INDEX).sum()),
-        "shuffled_labels": shuffled,
-    }
 
 
 def _export_candidate(
