@@ -13,7 +13,6 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from finsent.config import ServiceConfig
 from finsent.consumer_stage import ConsumerStage
-from ingest import KafkaSettings, producer_config
+from ingest import KafkaSettings, loads_strict, parse_rfc3339, producer_config
 from monitor import Monitor, MonitorConfig, WindowSnapshot, load_checkpoint, save_checkpoint
 from monitor.metrics import MonitorMetrics
 
@@ -65,9 +64,9 @@ def event_time_of(record: Mapping[str, Any], kafka_timestamp_ms: int | None) -> 
     """Seconds since the epoch: the record's published_at, else the Kafka timestamp; ValueError if none."""
     published = record.get("published_at")
     if isinstance(published, str) and published:
-        moment = datetime.fromisoformat(published.replace("Z", "+00:00").replace("z", "+00:00"))
-        if moment.tzinfo is None:
-            raise ValueError(f"published_at {published!r} has no UTC offset")
+        moment = parse_rfc3339(published)
+        if moment is None:
+            raise ValueError(f"published_at {published[:64]!r} is not RFC 3339 (with a UTC offset)")
         return moment.timestamp()
     if published is not None and not isinstance(published, str):
         raise ValueError(f"published_at must be a string, got {type(published).__name__}")
@@ -93,8 +92,8 @@ def parse_scored(value: bytes | None, kafka_timestamp_ms: int | None) -> ScoredF
     if value is None:
         raise ValueError("empty record")
     try:
-        record = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        record = loads_strict(value.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise ValueError(f"not JSON: {error}") from None
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")

@@ -4,7 +4,16 @@ Imports none of finsent's other packages; the classifier and the metrics observe
 """
 
 from ingest.batcher import MicroBatcher
-from ingest.contract import DEFAULT_MAX_MESSAGE_BYTES, Invalid, InvalidReason, NewsItem, decode, validate
+from ingest.contract import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Invalid,
+    InvalidReason,
+    NewsItem,
+    decode,
+    loads_strict,
+    parse_rfc3339,
+    validate,
+)
 from ingest.dlq import Source, dlq_record
 from ingest.kafka_config import KafkaSettings, common_config, consumer_config, producer_config
 from ingest.loop import LoopSettings, StreamLoop
@@ -31,6 +40,8 @@ __all__ = [
     "consumer_config",
     "decode",
     "dlq_record",
+    "loads_strict",
+    "parse_rfc3339",
     "producer_config",
     "scored_record",
     "validate",

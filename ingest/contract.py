@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
 
@@ -45,15 +47,62 @@ class Invalid:
     detail: str
 
 
+# RFC 3339 section 5.6 date-time: full-date "T" full-time, with a required offset.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+
+
 def parse_rfc3339(value: str) -> datetime | None:
-    """The datetime an RFC 3339 timestamp names (timezone required), or None if it is not one."""
+    """The datetime an RFC 3339 date-time names (offset required), or None if it is not one."""
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    fraction, zulu, sign, offset_hours, offset_minutes = match.groups()[6:]
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    if second > 60:
+        return None
+    if zulu:
+        zone = UTC
+    elif int(offset_hours) > 23 or int(offset_minutes) > 59:
+        return None
+    else:
+        offset = timedelta(hours=int(offset_hours), minutes=int(offset_minutes))
+        zone = timezone(-offset if sign == "-" else offset)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        # A leap second (:60) is counted as the last instant of its minute; datetime has no :60.
+        return datetime(year, month, day, hour, minute, min(second, 59), micro, tzinfo=zone)
     except ValueError:
         return None
-    if parsed.tzinfo is None or "T" not in value.upper():
-        return None
-    return parsed
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isinf(value):
+        return value
+    raise ValueError(f"the number {text[:40]} is out of range")
+
+
+def loads_strict(text: str) -> Any:
+    """Parse RFC 8259 JSON only: NaN, Infinity and numbers too large for a float are errors."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def has_lone_surrogate(value: Any, text: str) -> bool:
+    """Whether a value parsed from text holds a lone UTF-16 surrogate, which UTF-8 cannot encode."""
+    if "\\u" not in text:  # in valid UTF-8 text a surrogate can only come from an escape like \ud800
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _check_optional_fields(payload: dict[str, Any]) -> Invalid | None:
@@ -99,10 +148,12 @@ def validate(payload: Any) -> NewsItem | Invalid:
     if not isinstance(payload, dict):
         return Invalid(InvalidReason.NOT_OBJECT, f"expected a JSON object, got {type(payload).__name__}")
     message_id = payload.get("id")
-    if message_id is None or message_id == "":
+    if message_id is None:
         return Invalid(InvalidReason.MISSING_ID, "a non-empty string 'id' is required")
     if not isinstance(message_id, str):
         return Invalid(InvalidReason.WRONG_TYPE, f"id must be a string, got {type(message_id).__name__}")
+    if not message_id.strip():
+        return Invalid(InvalidReason.MISSING_ID, "a non-empty string 'id' is required")
     text = _text_of(payload)
     if isinstance(text, Invalid):
         return text
@@ -123,7 +174,9 @@ def decode(raw: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> New
     except UnicodeDecodeError as error:
         return Invalid(InvalidReason.NOT_UTF8, f"invalid UTF-8 at byte {error.start}")
     try:
-        payload = json.loads(text)
+        payload = loads_strict(text)
     except (ValueError, RecursionError) as error:
         return Invalid(InvalidReason.NOT_JSON, str(error)[:200])
+    if has_lone_surrogate(payload, text):
+        return Invalid(InvalidReason.NOT_UTF8, "a string holds a lone UTF-16 surrogate escape (e.g. \\ud800)")
     return validate(payload)

@@ -54,12 +54,20 @@ class DeliveryFailed(Exception):
 
 @dataclass
 class Pending:
-    """A valid record waiting to be classified."""
+    """A valid record waiting to be classified, with what a dead letter for it must carry."""
 
     partition: Partition
     offset: int
     timestamp_ms: int | None
     item: NewsItem
+    raw: bytes
+    key: bytes | None = None
+
+    def source(self) -> Source:
+        """Where the record came from, for its dead letter."""
+        return Source(
+            self.partition.topic, self.partition.partition, self.offset, self.timestamp_ms, self.key
+        )
 
 
 @dataclass
@@ -146,6 +154,9 @@ class StreamLoop:
         self._paused = False
         self._ready = False
         self._joined = False
+        # Set when run() dies of an unexpected error: closing the consumer then commits nothing, so
+        # the records of a half-produced batch are replayed rather than skipped.
+        self._crashed = False
         self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self._last_lag_report = 0.0
         self._last_idle_checkpoint = 0.0
@@ -173,6 +184,9 @@ class StreamLoop:
                 except (KafkaError, DeliveryFailed, OSError) as error:
                     self._recover(error)
             self._finish()
+        except BaseException:
+            self._crashed = True
+            raise
         finally:
             self._close()
 
@@ -276,7 +290,7 @@ class StreamLoop:
             source = Source(record.topic, record.partition, record.offset, timestamp, record.key)
             self._send_dlq(result, record.value, source)
         else:
-            self._batcher.add(Pending(partition, record.offset, timestamp, result))
+            self._batcher.add(Pending(partition, record.offset, timestamp, result, record.value, record.key))
 
     def _start_batch(self) -> None:
         batch = self._batcher.take()
@@ -300,8 +314,7 @@ class StreamLoop:
         scored_at = utc_now_rfc3339()
         for pending, result in zip(inflight.batch, results, strict=True):
             if isinstance(result, Invalid):
-                source = Source(pending.partition.topic, pending.partition.partition, pending.offset)
-                self._send_dlq(result, encode_json(pending.item.fields), source)
+                self._send_dlq(result, pending.raw, pending.source())
             else:
                 self._send_scored(pending, result, scored_at)
         if start_next and not self._stop.is_set() and self._batcher.ready():
@@ -426,12 +439,12 @@ class StreamLoop:
     def revoke(self, partitions: set[Partition], lost: bool) -> dict[Any, Any]:
         """Finish in-flight work and drop buffered records of partitions being taken away.
 
-        Returns the offsets to commit for them (none when membership was lost).
+        Returns the offsets to commit for them (none when membership was lost or the loop crashed).
         """
         log.info("partitions %s: %s", "lost" if lost else "revoked", sorted(partitions))
         offsets: dict[Any, Any] = {}
         try:
-            if lost:
+            if lost or self._crashed:
                 self._drop_inflight()
                 self._sent.clear()
             else:

@@ -100,6 +100,15 @@ def _label(value: Any, kind: str) -> str:
         raise ValueError("unknown_sentiment") from None
 
 
+def _encodes_as_utf8(*values: str) -> bool:
+    try:
+        for value in values:
+            value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_row(raw: Any, source: str) -> LabelRow | str:
     """A LabelRow, or the reason the raw mapping is not a valid correction."""
     if not isinstance(raw, Mapping):
@@ -113,6 +122,8 @@ def validate_row(raw: Any, source: str) -> LabelRow | str:
         return "missing_text"
     if len(text) > MAX_TEXT_CHARS:
         return "text_too_long"
+    if not _encodes_as_utf8(row_id, text):
+        return "not_utf8"  # a lone surrogate escape such as "\ud800": the CSV store could not hold it
     try:
         topic = _label(raw.get("topic"), "topic")
         sentiment = _label(raw.get("sentiment"), "sentiment")

@@ -53,18 +53,20 @@ def test_kafka_messages_report_bad_payloads_without_failing() -> None:
         # JSON, but a string: its text must not become a reason (reasons are a closed set).
         ("p0@5", json.dumps("Stocks fall on profit warning").encode()),
         ("p0@6", b"[1, 2]"),
+        # Valid UTF-8 JSON, but a lone surrogate escape: the CSV store (UTF-8) could not write it.
+        ("p0@7", b'{"id": "c", "text": "Stocks \\ud800 fall", "sentiment": "negative"}'),
     ]
     rows, report = validate_messages(values)
     assert [row.id for row in rows] == ["a"]
     assert report.valid == 1
     assert dict(report.bad) == {
         "empty_payload": 1,
-        "not_utf8": 1,
+        "not_utf8": 2,
         "not_json": 1,
         "no_label": 1,
         "not_object": 2,
     }
-    assert report.as_json()["bad_total"] == 6
+    assert report.as_json()["bad_total"] == 7
     assert "p0@4: no_label" in report.examples
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest import Invalid, InvalidReason, NewsItem, decode
+from ingest import Invalid, InvalidReason, NewsItem, decode, parse_rfc3339
+from ingest.dlq import encode_json
 
 
 def encode(value: object) -> bytes:
@@ -56,6 +58,7 @@ def test_text_is_accepted_in_place_of_headline_and_optional_fields_may_be_missin
         (encode({"headline": "h"}), InvalidReason.MISSING_ID),
         (encode({"id": None, "headline": "h"}), InvalidReason.MISSING_ID),
         (encode({"id": "", "headline": "h"}), InvalidReason.MISSING_ID),
+        (encode({"id": "  ", "headline": "h"}), InvalidReason.MISSING_ID),
         (encode({"id": 7, "headline": "h"}), InvalidReason.WRONG_TYPE),
         (encode({"id": "x"}), InvalidReason.MISSING_TEXT),
         (encode({"id": "x", "headline": " \n\t"}), InvalidReason.MISSING_TEXT),
@@ -92,6 +95,76 @@ def test_rfc3339_offsets_and_fractions_are_accepted() -> None:
         assert isinstance(decode(encode({**GOOD, "published_at": stamp})), NewsItem), stamp
 
 
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("2024-03-01T12:00:00Z", datetime(2024, 3, 1, 12, tzinfo=UTC)),
+        ("2024-03-01T14:30:00+02:30", datetime(2024, 3, 1, 12, tzinfo=UTC)),
+        ("2024-03-01T07:00:00-05:00", datetime(2024, 3, 1, 12, tzinfo=UTC)),
+        ("2024-03-01T12:00:00.1234567Z", datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)),
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, tzinfo=UTC)),  # a leap second
+    ],
+)
+def test_rfc3339_names_the_right_instant(stamp: str, expected: datetime) -> None:
+    assert parse_rfc3339(stamp) == expected
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2024-01-01T10Z",  # ISO 8601 reduced precision, not RFC 3339
+        "2024-01-01T10:00Z",
+        "20240101T100000Z",  # ISO 8601 basic format
+        "2024-W01-1T10:00:00Z",  # ISO week date
+        "2024-01-01T10:00:00+0200",
+        "2024-01-01T10:00:00",  # no offset
+        "2024-01-01 10:00:00Z",
+        "2024-01-01T10:00:61Z",
+        "2024-02-30T10:00:00Z",
+        "2024-01-01T24:00:00Z",
+        "2024-01-01T10:00:00+24:00",
+        "2024-01-01T10:00:00.Z",
+        "２０２４-01-01T10:00:00Z",  # non-ASCII digits
+    ],
+)
+def test_timestamps_that_are_not_rfc3339_are_bad_timestamps(stamp: str) -> None:
+    assert parse_rfc3339(stamp) is None
+    result = decode(encode({**GOOD, "published_at": stamp}))
+    assert isinstance(result, Invalid) and result.reason == InvalidReason.BAD_TIMESTAMP
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"id": "x", "headline": "h", "score": NaN}',
+        b'{"id": "x", "headline": "h", "score": Infinity}',
+        b'{"id": "x", "headline": "h", "score": -Infinity}',
+        b'{"id": "x", "headline": "h", "score": 1e999}',  # valid JSON, but no float holds it
+    ],
+)
+def test_numbers_that_json_cannot_carry_are_not_json(payload: bytes) -> None:
+    result = decode(payload)
+    assert isinstance(result, Invalid) and result.reason == InvalidReason.NOT_JSON
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"id": "x", "headline": "bad \\ud800 text"}',
+        b'{"id": "x", "headline": "h", "extra": {"deep": ["\\udc80"]}}',
+        b'{"id": "x", "headline": "h", "\\ud83d": 1}',  # in a key; a high surrogate without its pair
+    ],
+)
+def test_a_lone_surrogate_escape_is_not_utf8(payload: bytes) -> None:
+    result = decode(payload)
+    assert isinstance(result, Invalid) and result.reason == InvalidReason.NOT_UTF8
+
+
+def test_an_escaped_surrogate_pair_is_one_character_and_accepted() -> None:
+    result = decode(b'{"id": "x", "headline": "rocket \\ud83d\\ude80"}')
+    assert isinstance(result, NewsItem) and result.text == "rocket \U0001f680"
+
+
 @given(st.binary(max_size=300))
 def test_decode_never_raises_on_arbitrary_bytes(payload: bytes) -> None:
     assert isinstance(decode(payload), NewsItem | Invalid)
@@ -110,3 +183,25 @@ def test_decode_never_raises_on_arbitrary_json(value: object) -> None:
     result = decode(encode(value))
     if isinstance(result, NewsItem):
         assert isinstance(value, dict) and result.id == value["id"] and result.text.strip()
+
+
+# Strings with surrogates and non-finite floats: what json.dumps writes but UTF-8 JSON cannot carry.
+AWKWARD_LEAVES = (
+    st.none()
+    | st.floats()
+    | st.text(alphabet=st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010), max_size=6)
+    | st.text(max_size=10)
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "headline", "text", "body", "extra"]) | st.text(max_size=4),
+        st.recursive(AWKWARD_LEAVES, lambda children: st.lists(children, max_size=3), max_leaves=6),
+        max_size=5,
+    )
+)
+def test_whatever_is_accepted_can_be_written_out_again(value: dict[str, object]) -> None:
+    result = decode(json.dumps(value).encode("ascii"))  # escapes surrogates as \\udXXX, NaN as NaN
+    if isinstance(result, NewsItem):
+        assert json.loads(encode_json(result.fields)) == result.fields

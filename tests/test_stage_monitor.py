@@ -88,6 +88,9 @@ def test_parse_scored_accepts_the_contract_and_names_problems() -> None:
         (scored(topic=None), "topic"),
         (scored(sentiment_scores={"negative": "high"}), "sentiment_scores.negative"),
         (scored(published_at=17), "published_at"),
+        (scored(published_at="2026-01-01T00:00Z"), "not RFC 3339"),
+        (scored(sentiment_scores={"negative": float("nan")}), "not JSON"),  # json.dumps writes NaN
+        (b"\xff", "not JSON"),
     ):
         with pytest.raises(ValueError, match=problem):
             parse_scored(bad, None)

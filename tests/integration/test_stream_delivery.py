@@ -45,6 +45,14 @@ def malformed_payloads() -> list[tuple[bytes | None, str]]:
             json.dumps({"id": "when", "headline": headline, "published_at": "yesterday"}).encode(),
             "bad_timestamp",
         ),
+        (
+            json.dumps({"id": "iso-only", "headline": headline, "published_at": "2024-01-01T10Z"}).encode(),
+            "bad_timestamp",
+        ),
+        (b'{"id": "nan", "headline": "Shares fall", "score": NaN}', "not_json"),
+        # Valid UTF-8 JSON whose strings UTF-8 cannot encode: these used to kill the service.
+        (b'{"id": "surrogate", "headline": "Shares \\ud800 fall"}', "not_utf8"),
+        (b'{"id": "surrogate-extra", "headline": "Shares fall", "note": "\\udc80"}', "not_utf8"),
     ]
 
 
