@@ -101,10 +101,17 @@ def evaluate_on_gold(model_dir: Path, gold: pd.DataFrame) -> dict[str, dict[str,
 def decide(
     champion: dict[str, dict[str, float]], challenger: dict[str, dict[str, float]], tolerance: float
 ) -> tuple[bool, list[str]]:
-    """Promote only if, for BOTH tasks, challenger macro-F1 >= champion macro-F1 - tolerance."""
+    """Promote only if, for BOTH tasks, challenger macro-F1 >= champion macro-F1 - tolerance.
+
+    A task with no gold rows blocks promotion: both models score 0 there, which proves nothing.
+    """
     reasons = []
     promote = True
     for task in TASKS:
+        if not challenger[task].get("rows", 1) or not champion[task].get("rows", 1):
+            promote = False
+            reasons.append(f"{task}: no gold rows to compare on: DROP")
+            continue
         old, new = champion[task]["macro_f1"], challenger[task]["macro_f1"]
         ok = new >= old - tolerance - 1e-12
         promote &= ok

@@ -31,7 +31,7 @@ from model.labels import IGNORE_INDEX
 from model.network import MultiTaskClassifier, multitask_loss
 from model.progress import log_to_stderr
 from model.tokenization import TOKENIZER_FILE, encode_texts, load_tokenizer
-from model.train_config import TrainConfig
+from model.train_config import TrainConfig, TrainSetupError
 from model.train_rows import drop_cashtags, fill_with_teacher, label_distribution, select_rows, shuffle_labels
 
 
@@ -66,12 +66,26 @@ def _format_seconds(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
+def preflight(config: TrainConfig) -> None:
+    """Raise TrainSetupError (FileNotFoundError for a missing file) for what cannot work, before any work."""
+    config.check()
+    check_base_dir(config.base_dir, config.max_tokens)
+    teacher = config.teacher_dir
+    if teacher is not None and not (teacher / CHECKPOINT_WEIGHTS).is_file():
+        raise TrainSetupError(
+            f"--teacher {teacher}: not a finsent checkpoint (no {CHECKPOINT_WEIGHTS}); "
+            "pass the OUT/checkpoint folder of an earlier run"
+        )
+
+
 def train(config: TrainConfig, log: Callable[[str], None] = log_to_stderr) -> dict[str, Any]:
     """Fine-tune, calibrate on dev, save the checkpoint and return the training report."""
     started = time.time()
+    preflight(config)
     set_seeds(config.seed)
-    check_base_dir(config.base_dir)
     train_rows, dev_rows, extra_counts = select_rows(config, log)
+    if train_rows.empty or dev_rows.empty:
+        raise TrainSetupError(f"no rows to train on: {len(train_rows)} train, {len(dev_rows)} dev")
     distribution = label_distribution(train_rows)
     if config.shuffle_labels:
         train_rows = shuffle_labels(train_rows, config.seed)

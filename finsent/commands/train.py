@@ -78,15 +78,9 @@ def run(args: argparse.Namespace) -> int:
         from model.base import default_base_dir
         from model.data import DEFAULT_DATA_DIR
         from model.train import train
-        from model.train_config import TrainConfig
+        from model.train_config import TrainConfig, TrainSetupError
     except ImportError as error:
         raise UsageError(f"training needs the 'train' extra (pip install -e '.[train]'): {error}") from None
-    if args.epochs <= 0:
-        raise UsageError(f"--epochs must be positive, got {args.epochs}")
-    if not 0 < args.layer_decay <= 1:
-        raise UsageError(f"--layer-decay must be in (0, 1], got {args.layer_decay}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     try:
         base = args.base or default_base_dir()
     except RuntimeError as error:
@@ -117,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             f"(excluded: {', '.join(config.excluded_sources)})"
         )
     try:
-        train(config)
-    except FileNotFoundError as error:
+        train(config)  # checks the settings, the base and the teacher before any work
+    except (FileNotFoundError, TrainSetupError) as error:
         raise UsageError(str(error)) from None
     return 0
