@@ -20,8 +20,8 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,7 +72,10 @@ def check_version_name(version: str) -> str:
 def write_atomic(path: Path, text: str) -> None:
     """Write text to path via a temp file in the same folder and os.replace (readers see old or new)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temp = path.parent / f".{path.name}.{secrets.token_hex(8)}"
+    # 0o666 less the umask, as open() would give: mkstemp's 0600 hid CURRENT from a service
+    # running as another user on a shared volume.
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
@@ -80,7 +83,7 @@ def write_atomic(path: Path, text: str) -> None:
             os.fsync(stream.fileno())
         os.replace(temp, path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 
@@ -103,6 +106,8 @@ class ModelRegistry:
             text = (self.root / CURRENT_FILE).read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
+        except NotADirectoryError:
+            raise self._not_a_folder() from None
         return text or None
 
     def version_dir(self, version: str) -> Path:
@@ -182,7 +187,7 @@ class ModelRegistry:
         rename, so a reader never sees a partial version. Does not change CURRENT.
         """
         manifest = read_manifest(Path(source_dir), verify=True)
-        name = check_version_name(version or str(manifest["version"]))
+        name = check_version_name(str(manifest["version"]) if version is None else version)
         with self._locked():
             target = self.versions_dir / name
             if target.exists():
@@ -314,23 +319,57 @@ class ModelRegistry:
         return deleted
 
     def _state(self) -> dict[str, Any]:
+        path = self.root / STATE_FILE
         try:
-            state: dict[str, Any] = json.loads((self.root / STATE_FILE).read_text(encoding="utf-8"))
+            state = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             state = {}
-        state.setdefault("versions", [])
-        state.setdefault("history", [])
-        return state
+        except NotADirectoryError:
+            raise self._not_a_folder() from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RegistryError(f"{path} is not readable JSON: {error}") from None
+        return _checked_state(state, path)
+
+    def _not_a_folder(self) -> RegistryError:
+        return RegistryError(f"registry {self.root} is not a folder")
 
     def _save_state(self, state: dict[str, Any]) -> None:
         write_atomic(self.root / STATE_FILE, json.dumps(state, indent=2))
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise self._not_a_folder() from None
         with (self.root / ".lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _checked_state(state: Any, path: Path) -> dict[str, Any]:
+    """registry.json's content with its lists defaulted; a RegistryError naming path if ill-formed."""
+    if not isinstance(state, dict):
+        raise RegistryError(f"{path} must hold a JSON object (found a {type(state).__name__})")
+    state.setdefault("versions", [])
+    state.setdefault("history", [])
+    required = {"versions": ("version", "registered_at"), "history": ("version", "action")}
+    for field, keys in required.items():
+        entries = state[field]
+        if not isinstance(entries, list) or not all(_entry_ok(entry, keys) for entry in entries):
+            raise RegistryError(
+                f"{path}: {field!r} must be a list of objects with {' and '.join(keys)} (valid version names)"
+            )
+    return state
+
+
+def _entry_ok(entry: Any, keys: tuple[str, ...]) -> bool:
+    # A version name is a folder under versions/ that prune may delete: it must not lead outside.
+    return (
+        isinstance(entry, dict)
+        and all(isinstance(entry.get(key), str) for key in keys)
+        and bool(_VERSION.match(entry["version"]))
+    )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from finsent.cli import main
-from model.manifest import MANIFEST_FILE, ModelIntegrityError, write_manifest
+from model.manifest import DEFAULT_MODEL_DIR, MANIFEST_FILE, ModelIntegrityError, write_manifest
 from model.registry import CURRENT_FILE, ModelRegistry, RegistryError, write_atomic
 
 
@@ -126,9 +128,9 @@ def test_retrain_request_is_written_once_and_cleared(registry: ModelRegistry) ->
 
 def test_model_cli_list_promote_rollback_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = str(tmp_path / "registry")
-    first = fake_model(tmp_path / "a", "v1")
-    assert main(["model", "--registry", root, "import", str(first), "--promote"]) == 0
-    assert main(["model", "--registry", root, "import", str(first), "--version", "v2"]) == 0
+    shipped = str(DEFAULT_MODEL_DIR)  # `model import` loads the model, so it must be a real one
+    assert main(["model", "--registry", root, "import", shipped, "--version", "v1", "--promote"]) == 0
+    assert main(["model", "--registry", root, "import", shipped, "--version", "v2"]) == 0
     assert main(["model", "--registry", root, "promote", "v2"]) == 0
     capsys.readouterr()
     assert main(["model", "--registry", root, "list"]) == 0
@@ -139,3 +141,91 @@ def test_model_cli_list_promote_rollback_import(tmp_path: Path, capsys: pytest.C
     assert main(["model", "--registry", root, "promote", "nope"]) == 2
     assert "no version 'nope'" in capsys.readouterr().err
     assert main(["model", "--registry", root, "rollback"]) == 2
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The CLI's stderr, asserted to be one line (no traceback)."""
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("name", ["../../../../pwned.txt", "/tmp/pwned.txt", "sub/pwned.txt", "..", "."])
+def test_manifest_file_names_must_be_plain_names(tmp_path: Path, name: str) -> None:
+    source = fake_model(tmp_path / "a" / "b" / "c" / "d" / "src", "v1")
+    manifest = json.loads((source / MANIFEST_FILE).read_text())
+    manifest["files"][name] = manifest["files"]["tokenizer.json"]
+    (source / MANIFEST_FILE).write_text(json.dumps(manifest))
+    (tmp_path / "a" / "pwned.txt").write_text("{}")  # what the traversal name reaches from source
+    registry = ModelRegistry(tmp_path / "r1" / "r2")
+    with pytest.raises(ModelIntegrityError, match=r"manifest .*manifest\.json: field 'files'"):
+        registry.add(source)
+    assert not (tmp_path / "pwned.txt").exists(), "nothing written outside the registry"
+    assert registry.versions() == []
+
+
+@pytest.mark.parametrize("action", [["list"], ["import"], ["promote", "v1"], ["rollback"]])
+def test_registry_that_is_a_file_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], action: list[str]
+) -> None:
+    root = tmp_path / "afile"
+    root.write_text("not a registry")
+    assert main(["model", "--registry", str(root), *action]) == 2
+    assert f"registry {root} is not a folder" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{bad", "is not readable JSON"),
+        ("[]", "must hold a JSON object"),
+        ('{"versions": 5}', "'versions' must be a list"),
+        ('{"history": [{"version": "../../x", "action": "promote"}]}', "'history' must be a list"),
+    ],
+)
+@pytest.mark.parametrize("action", [["list"], ["promote", "v1"], ["rollback"]])
+def test_corrupt_registry_json_is_a_one_line_error_naming_it(
+    registry: ModelRegistry,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str,
+    message: str,
+    action: list[str],
+) -> None:
+    registry.add(fake_model(tmp_path / "v1", "v1"))
+    (registry.root / "registry.json").write_text(content)
+    assert main(["model", "--registry", str(registry.root), *action]) == 2
+    assert f"{registry.root / 'registry.json'}" in (err := one_line_error(capsys)) and message in err
+
+
+def test_registry_files_get_the_mode_open_would_give(registry: ModelRegistry, tmp_path: Path) -> None:
+    old_umask = os.umask(0o027)
+    try:
+        (tmp_path / "plain").write_text("")
+        registry.add(fake_model(tmp_path / "v1", "v1"))
+        registry.promote("v1")
+        report = registry.write_run_report("run-1", {"decision": "rejected"})
+    finally:
+        os.umask(old_umask)
+    expected = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert expected == 0o640
+    for path in (registry.root / CURRENT_FILE, registry.root / "registry.json", report):
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+def test_import_refuses_an_empty_version(
+    registry: ModelRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(RegistryError, match="invalid version name ''"):
+        registry.add(fake_model(tmp_path / "m", "v1"), version="")
+    assert main(["model", "--registry", str(registry.root), "import", "--version", ""]) == 2
+    assert "invalid version name ''" in one_line_error(capsys)
+    assert registry.versions() == []
+
+
+def test_model_help_describes_every_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    for action, expected in (("promote", "a registered version"), ("import", "default: the shipped model")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["model", action, "--help"])
+        assert exit_info.value.code == 0
+        assert expected in " ".join(capsys.readouterr().out.split())

@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from finsent.errors import UsageError
+from model.engine import Engine
 from model.manifest import DEFAULT_MODEL_DIR, ModelIntegrityError
-from model.registry import ModelRegistry, RegistryError
+from model.registry import ModelRegistry, RegistryError, check_version_name
 
 REGISTRY_ENV = "FINSENT_REGISTRY"
+# Scored once by `model import` to prove the candidate serves before it lands in the registry.
+PROBE_TEXT = "Shares rise after quarterly earnings beat forecasts"
 
 
 def register(subparsers: Any) -> None:
@@ -28,10 +31,16 @@ def register(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", help="versions, oldest first; * marks the current one")
     promote = actions.add_parser("promote", help="make VERSION the current version")
-    promote.add_argument("version")
+    promote.add_argument("version", help="a registered version (see `finsent model list`)")
     actions.add_parser("rollback", help="return to the version that was current before this one")
     imported = actions.add_parser("import", help="add a model directory as a new version (not promoted)")
-    imported.add_argument("model_dir", type=Path, nargs="?", default=DEFAULT_MODEL_DIR)
+    imported.add_argument(
+        "model_dir",
+        type=Path,
+        nargs="?",
+        default=DEFAULT_MODEL_DIR,
+        help="model directory to import (default: the shipped model, model/default)",
+    )
     imported.add_argument("--version", default=None, help="version name (default: the manifest's)")
     imported.add_argument("--promote", action="store_true", help="also make it current")
     parser.set_defaults(handler=run)
@@ -62,10 +71,30 @@ def run(args: argparse.Namespace) -> int:
             version = registry.rollback(reason="finsent model rollback")
             print(f"rolled back; current version: {version}")
         else:
-            version = registry.add(args.model_dir, version=args.version, reason=f"imported {args.model_dir}")
-            if args.promote:
-                registry.promote(version, reason="finsent model import --promote")
-            print(f"imported {args.model_dir} as {version}" + (" (current)" if args.promote else ""))
+            import_version(registry, args.model_dir, args.version, args.promote)
     except (RegistryError, ModelIntegrityError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
     return 0
+
+
+def import_version(registry: ModelRegistry, model_dir: Path, version: str | None, promote: bool) -> None:
+    """Add model_dir as a new version once it has proved it loads and scores; optionally promote it."""
+    if version is not None:
+        check_version_name(version)
+    check_model_serves(model_dir)
+    name = registry.add(model_dir, version=version, reason=f"imported {model_dir}")
+    if promote:
+        registry.promote(name, reason="finsent model import --promote")
+    print(f"imported {model_dir} as {name}" + (" (current)" if promote else ""))
+
+
+def check_model_serves(model_dir: Path) -> None:
+    """Raise ModelIntegrityError unless model_dir's tokenizer and CPU graph load and score one text."""
+    try:
+        Engine(model_dir, device="cpu", threads=1, spin=False).predict([PROBE_TEXT])
+    except ModelIntegrityError:
+        raise
+    # tokenizers and ONNX Runtime raise bare Exception subclasses for corrupt files.
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelIntegrityError(f"{model_dir} does not load: {reason}") from None
