@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from finsent.tables import read_table, text_column
+from finsent.tables import load_table, row_texts
 
 CASHTAG = re.compile(r"\$([A-Za-z][A-Za-z.]{0,9})\b")
 
@@ -27,15 +27,16 @@ class Headline:
 
 def load_headlines(path: Path) -> list[Headline]:
     """Rows with non-empty text; tickers from a `cashtags`/`tickers` column or the text's $TAGS."""
-    table = read_table(path)
-    column = text_column(table, path)
-    tag_column = next((name for name in ("cashtags", "tickers") if name in table.columns), None)
+    table = load_table(path)
+    frame = table.frame
+    tag_column = next((name for name in ("cashtags", "tickers") if name in frame.columns), None)
+    tag_cells = frame[tag_column].tolist() if tag_column else [None] * len(frame)
     rows: list[Headline] = []
-    for record in table.to_dict(orient="records"):
-        text = str(record[column] or "").strip()
+    for text, tag_cell in zip(row_texts(table), tag_cells, strict=True):
+        text = text.strip()
         if not text:
             continue
-        tags = str(record[tag_column] or "") if tag_column else text
+        tags = str(tag_cell or "") if tag_column else text
         tickers = tuple(dict.fromkeys(match.upper() for match in CASHTAG.findall(tags)))
         rows.append(Headline(text, tickers[:20]))
     return rows

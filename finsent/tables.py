@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pandas as pd
 
 from finsent.errors import UsageError
+from ingest.contract import TEXT_FIELDS
 
-TEXT_COLUMNS = ("text", "headline")
+
+@dataclass(frozen=True)
+class Table:
+    """A file's rows, and where each row sits in the file so that messages can point at it."""
+
+    path: Path
+    frame: pd.DataFrame
+    lines: list[int] | None  # JSONL: each row's line number; None for CSV
+
+    def where(self, index: int) -> str:
+        """'line N' for a JSONL row, 'row N' for a CSV row (the header is row 1)."""
+        return f"line {self.lines[index]}" if self.lines is not None else f"row {index + 2}"
 
 
 def _format(path: Path) -> str:
@@ -22,8 +40,12 @@ def _format(path: Path) -> str:
     raise UsageError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv or .jsonl")
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV or JSONL file; any problem becomes a UsageError naming it."""
+def load_table(path: Path) -> Table:
+    """Read a CSV or JSONL file with each row's place in it; problems are UsageErrors naming them.
+
+    CSV cells are strings; JSONL values stay as parsed (a missing key is None), so a label
+    column mixing 0 and a missing value is not turned into floats.
+    """
     if not path.exists():
         raise UsageError(f"{path}: no such file")
     if not path.is_file():
@@ -39,21 +61,23 @@ def read_table(path: Path) -> pd.DataFrame:
             f"{path}: not valid UTF-8 (byte {error.start}); re-encode the file as UTF-8"
         ) from None
     if kind == "jsonl":
-        table = pd.DataFrame(_jsonl_records(text, path))
+        table = _jsonl_table(text, path)
     else:
         try:
-            table = pd.read_csv(path, keep_default_na=False, dtype=str, encoding="utf-8")
+            frame = pd.read_csv(path, keep_default_na=False, dtype=str, encoding="utf-8")
         except (ValueError, pd.errors.ParserError) as error:
             first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise UsageError(f"{path}: cannot parse as CSV: {first_line}") from None
-    if len(table) == 0:
+        table = Table(path, frame, None)
+    if len(table.frame) == 0:
         raise UsageError(f"{path}: has a header but no rows")
     return table
 
 
-def _jsonl_records(text: str, path: Path) -> list[dict[str, Any]]:
+def _jsonl_table(text: str, path: Path) -> Table:
     """One JSON object per non-blank line; the first bad line is named with its number."""
     records: list[dict[str, Any]] = []
+    lines: list[int] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -67,7 +91,14 @@ def _jsonl_records(text: str, path: Path) -> list[dict[str, Any]]:
                 "not an object (one {...} per line)"
             )
         records.append(record)
-    return records
+        lines.append(number)
+    columns = dict.fromkeys(name for record in records for name in record)
+    frame = pd.DataFrame(
+        {name: [record.get(name) for record in records] for name in columns},
+        index=range(len(records)),
+        dtype=object,
+    )
+    return Table(path, frame, lines)
 
 
 def _json_kind(value: Any) -> str:
@@ -77,26 +108,91 @@ def _json_kind(value: Any) -> str:
         return "number"
     if isinstance(value, list):
         return "array"
+    if isinstance(value, dict):
+        return "object"
     return "string" if isinstance(value, str) else "null"
 
 
-def text_column(table: pd.DataFrame, path: Path) -> str:
-    """Name of the column holding the text: `text`, else `headline`."""
-    for name in TEXT_COLUMNS:
-        if name in table.columns:
-            return name
-    raise UsageError(
+def _no_text_column(table: pd.DataFrame, path: Path) -> UsageError:
+    return UsageError(
         f"{path}: no 'text' or 'headline' column (columns: {', '.join(map(str, table.columns))})"
     )
 
 
+def row_texts(table: Table) -> list[str]:
+    """Each row's text by the stream contract's rule: `headline` if a non-empty string, else `text`.
+
+    A row with neither gets "" (callers skip and count it). A value that is not a string
+    (JSONL: number, array, object, boolean) is a UsageError naming its line, as the stream
+    dead-letters it as wrong_type.
+    """
+    names = [name for name in TEXT_FIELDS if name in table.frame.columns]
+    if not names:
+        raise _no_text_column(table.frame, table.path)
+    texts: list[str] = []
+    for index, values in enumerate(zip(*(table.frame[name].tolist() for name in names), strict=True)):
+        for name, value in zip(names, values, strict=True):
+            if value is not None and not isinstance(value, str):
+                raise UsageError(
+                    f"{table.path}: {table.where(index)}: {name!r} is a JSON {_json_kind(value)}, "
+                    "not a string"
+                )
+        texts.append(next((value for value in values if isinstance(value, str) and value.strip()), ""))
+    return texts
+
+
+def check_output_path(path: Path, what: str) -> None:
+    """Raise a UsageError now, before any long work, unless a file can be written at path."""
+    if path.is_dir():
+        raise UsageError(f"{what} {path}: is a folder; give a file name")
+    parent = path.parent
+    if not parent.exists():
+        raise UsageError(f"{what} {path}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise UsageError(f"{what} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{what} {path}: not writable")
+
+
+def check_table_output(path: Path, what: str) -> None:
+    """check_output_path, and that the name ends in .csv or .jsonl."""
+    check_output_path(path, what)
+    _format(path)
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[TextIO]:
+    """A text handle on a new file beside path that replaces path once the block succeeds.
+
+    The old file (which may be the input being read) stays whole until then, and a failure
+    leaves no partial file. A symlink at path is followed, so its target is replaced, and a
+    replaced file keeps its permissions.
+    """
+    target = Path(os.path.realpath(path))
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        # 0o666 less the umask: the mode an ordinary open() would give a new file.
+        with os.fdopen(
+            os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8", newline=""
+        ) as handle:
+            yield handle
+        if target.exists():
+            os.chmod(temp, stat.S_IMODE(target.stat().st_mode))
+        os.replace(temp, target)
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 def write_table(table: pd.DataFrame, path: Path) -> None:
-    """Write a CSV or JSONL file, by extension, creating the parent folder."""
+    """Write a CSV or JSONL file, by extension, replacing path only once it is complete."""
     kind = _format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "csv":
-        table.to_csv(path, index=False)
-    else:
-        with path.open("w", encoding="utf-8") as handle:
-            for record in table.to_dict(orient="records"):
-                handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    with replacing(path) as handle:
+        if kind == "csv":
+            table.to_csv(handle, index=False)
+            return
+        # Object dtype with None for missing values: JSON null, never NaN (not JSON).
+        plain = table.astype(object).where(table.notna(), None)
+        for record in plain.to_dict(orient="records"):
+            handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")

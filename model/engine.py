@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from model.labels import SENTIMENT_LABELS, TOPIC_LABELS
 from model.manifest import DEFAULT_MODEL_DIR, read_manifest
 from model.tokenization import encode_texts, load_tokenizer
 
+log = logging.getLogger(__name__)
+
 Device = Literal["auto", "cpu", "cuda"]
 
 CPU_BATCH_SIZE = 8
@@ -29,22 +32,27 @@ CPU_DISABLED_FUSIONS = ["SkipLayerNormFusion"]
 
 
 @lru_cache(maxsize=1)
-def cuda_usable() -> bool:
-    """True only when onnxruntime has the CUDA provider and the driver reports a GPU.
+def cuda_problem() -> str | None:
+    """Why CUDA cannot be used here, or None when onnxruntime has CUDA and the driver reports a GPU.
 
     onnxruntime-gpu lists CUDAExecutionProvider even on machines without a GPU; asking
     for it there prints a wall of errors, so check the driver first.
     """
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return False
+        return "this onnxruntime has no CUDAExecutionProvider"
     try:
         driver = ctypes.CDLL("libcuda.so.1")
     except OSError:
-        return False
+        return "no NVIDIA driver: libcuda.so.1 cannot be loaded"
     count = ctypes.c_int(0)
     if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return False
-    return count.value > 0
+        return "the NVIDIA driver failed to initialise"
+    return None if count.value > 0 else "the NVIDIA driver reports no GPU"
+
+
+def cuda_usable() -> bool:
+    """True only when onnxruntime has the CUDA provider and the driver reports a GPU."""
+    return cuda_problem() is None
 
 
 def _tensorrt_usable() -> bool:
@@ -60,7 +68,7 @@ def providers_for(device: Device) -> list[str]:
     if device == "cpu" or (device == "auto" and not cuda_usable()):
         return ["CPUExecutionProvider"]
     if device == "cuda" and not cuda_usable():
-        raise RuntimeError("device 'cuda' requested but no usable CUDA GPU was found")
+        raise RuntimeError(f"device 'cuda': no usable CUDA GPU ({cuda_problem()})")
     gpu = ["TensorrtExecutionProvider"] if _tensorrt_usable() else []
     return [*gpu, "CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -118,18 +126,50 @@ class Engine:
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir, verify=verify)
         self.version: str = self.manifest["version"]
+        problem = cuda_problem() if device == "cuda" else None
+        if problem is not None:
+            raise RuntimeError(f"device 'cuda': no usable CUDA GPU ({problem})")
         on_gpu = device == "cuda" or (device == "auto" and cuda_usable())
         self.variant = self._choose_variant(variant, on_gpu)
+        if device == "cuda" and self.variant == "int8":
+            raise ValueError(
+                f"device 'cuda': the int8 variant runs on CPU only and is what {self.model_dir} offers "
+                f"(variants: {', '.join(sorted(self.manifest['variants']))}); use device 'cpu' or 'auto'"
+            )
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         # On CPU, small length-sorted runs beat one padded run: a stream micro-batch of 64 tweets
         # scored 90 msg/s as one run and 250 msg/s as runs of 8 (bench/results/engine_batching.json).
         # A GPU wants wide runs to fill its cores.
         session_device: Device = "cuda" if on_gpu and self.variant != "int8" else "cpu"
-        self.batch_size = batch_size or (GPU_BATCH_SIZE if session_device == "cuda" else CPU_BATCH_SIZE)
-        self.max_tokens = max_tokens or int(self.manifest["max_tokens"])
+        default_batch = GPU_BATCH_SIZE if session_device == "cuda" else CPU_BATCH_SIZE
+        self.batch_size = default_batch if batch_size is None else batch_size
+        graph_path = self.model_dir / self.manifest["variants"][self.variant]
+        self.max_tokens = self._token_budget(max_tokens, self.manifest.get("max_positions"))
         self.tokenizer = load_tokenizer(self.model_dir, self.max_tokens)
-        self.session = OnnxSession(
-            self.model_dir / self.manifest["variants"][self.variant], session_device, threads, spin
-        )
+        self.session = OnnxSession(graph_path, session_device, threads, spin)
+
+    def _token_budget(self, requested: int | None, limit: int | None) -> int:
+        """The requested budget (refused above the graph's positions), else the manifest's (capped)."""
+        if requested is not None:
+            if limit is not None and requested > limit:
+                raise ValueError(
+                    f"max_tokens {requested} is more than the {limit} positions the graph of "
+                    f"{self.model_dir} holds; use at most {limit}"
+                )
+            return requested
+        budget = int(self.manifest["max_tokens"])
+        if limit is not None and budget > limit:
+            log.warning(
+                "model %s: manifest max_tokens %d is more than the %d positions its graph holds; "
+                "truncating texts to %d tokens",
+                self.model_dir,
+                budget,
+                limit,
+                limit,
+            )
+            return limit
+        return budget
 
     def _choose_variant(self, requested: str, on_gpu: bool) -> str:
         available = self.manifest["variants"]

@@ -380,6 +380,7 @@ def export(
         temperatures=temperatures,
         training_report=report,
         parity=parity,
+        max_positions=int(config.max_position_embeddings),
     )
 
 
@@ -478,6 +479,7 @@ def ship(
             temperatures=manifest["temperatures"],
             training_report=manifest["training"],
             parity=manifest["parity"],
+            max_positions=manifest.get("max_positions"),
         )
         shipped["extra_metrics"] = extra_metrics
         (staging / MANIFEST_FILE).write_text(json.dumps(shipped, indent=2))

@@ -39,8 +39,12 @@ def write_manifest(
     temperatures: dict[str, float],
     training_report: dict[str, Any],
     parity: dict[str, Any],
+    max_positions: int | None = None,
 ) -> dict[str, Any]:
-    """Hash every model file present in model_dir and write manifest.json."""
+    """Hash every model file present in model_dir and write manifest.json.
+
+    max_positions is the encoder's position-table size: the longest input the graph accepts.
+    """
     variants = {v: name for v, name in VARIANT_FILES.items() if (model_dir / name).is_file()}
     files = sorted([*variants.values(), TOKENIZER_FILE])
     manifest = {
@@ -48,6 +52,7 @@ def write_manifest(
         "version": version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "max_tokens": max_tokens,
+        **({} if max_positions is None else {"max_positions": max_positions}),
         "labels": {"topic": list(TOPIC_LABELS), "sentiment": list(SENTIMENT_LABELS)},
         "temperatures": temperatures,
         "variants": variants,
@@ -101,9 +106,10 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> None:
         isinstance(names, list) and all(isinstance(n, str) for n in names) for names in labels.values()
     ):
         _bad_field(path, "labels", "an object of label-name lists")
-    max_tokens = manifest.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        _bad_field(path, "max_tokens", "a positive whole number")
+    for name in ("max_tokens", "max_positions"):
+        count = manifest.get(name)
+        if (count is not None or name == "max_tokens") and not _is_positive_int(count):
+            _bad_field(path, name, "a positive whole number")
     temperatures = manifest.get("temperatures")
     if not isinstance(temperatures, dict) or not all(_is_number(t) for t in temperatures.values()):
         _bad_field(path, "temperatures", "an object of numbers")
@@ -131,6 +137,10 @@ def _check_variants(variants: object, files: dict[str, str], path: Path) -> None
 
 def _bad_field(path: Path, field: str, expected: str) -> NoReturn:
     raise ModelIntegrityError(f"manifest {path}: field {field!r} must be {expected}")
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _is_number(value: object) -> bool:

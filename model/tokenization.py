@@ -11,12 +11,13 @@ from model.text import normalize_text
 
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_MAX_TOKENS = 128
+MIN_MAX_TOKENS = 8  # [CLS] and [SEP] take two; below this nothing useful is left of a headline
 
 
 def load_tokenizer(model_dir: Path, max_tokens: int = DEFAULT_MAX_TOKENS) -> Tokenizer:
     """Load tokenizer.json from a model directory, with truncation at max_tokens and no padding."""
-    if max_tokens < 8:
-        raise ValueError(f"max_tokens must be at least 8, got {max_tokens}")
+    if max_tokens < MIN_MAX_TOKENS:
+        raise ValueError(f"max_tokens must be at least {MIN_MAX_TOKENS}, got {max_tokens}")
     path = Path(model_dir) / TOKENIZER_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {TOKENIZER_FILE} in {model_dir}")

@@ -24,7 +24,12 @@ def tiny_bert(folder: Path) -> Path:
 
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
+        vocab_size=30522,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
     )
     BertModel(config).save_pretrained(folder)
     for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
@@ -48,8 +53,11 @@ def test_another_bert_checkpoint_trains_exports_and_classifies(tmp_path: Path) -
     manifest = json.loads((export_dir / "manifest.json").read_text())
     assert set(manifest["variants"]) == {"fp32", "int8", "fp16"} == set(manifest["parity"])
     assert manifest["max_tokens"] == 32
+    assert manifest["max_positions"] == 64  # the base's position table: longer budgets are refused
 
     engine = Engine(export_dir, variant="int8", device="cpu")
+    with pytest.raises(ValueError, match="more than the 64 positions"):
+        Engine(export_dir, variant="int8", device="cpu", max_tokens=65)
     predictions = engine.predict(["Shares plunge after profit warning", "Fed holds rates " * 50])
     for prediction in predictions:
         assert prediction.topic in TOPIC_LABELS and prediction.sentiment in SENTIMENT_LABELS

@@ -10,8 +10,8 @@ from typing import Any
 from tqdm import tqdm
 
 from finsent.commands.common import add_engine_arguments, engine_from_args
-from finsent.tables import read_table, text_column, write_table
-from model import SENTIMENT_LABELS
+from finsent.tables import check_table_output, load_table, row_texts, write_table
+from model import SENTIMENT_LABELS, Engine
 
 CHUNK_ROWS = 512
 OUTPUT_COLUMNS = ("topic", "topic_score", "sentiment", *(f"p_{name}" for name in SENTIMENT_LABELS))
@@ -22,36 +22,36 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "classify",
         help="score a CSV or JSONL file of headlines",
-        description="Read a CSV or JSONL file with a 'text' (or 'headline') column and write the same "
-        "rows plus topic, topic_score, sentiment, p_negative, p_neutral, p_positive.",
+        description="Read a CSV or JSONL file and write the same rows plus topic, topic_score, "
+        "sentiment, p_negative, p_neutral, p_positive. Each row's text is its 'headline' when that "
+        "is non-empty, else its 'text' (the stream's rule); rows with neither are kept unscored. "
+        "Input columns with those six names are replaced (a warning says which). The output is "
+        "written beside its final name and renamed into place at the end, so it may be the input "
+        "file and a failed run leaves the old file as it was.",
     )
     parser.add_argument("--input", type=Path, required=True, help="CSV or JSONL file to score")
-    parser.add_argument("--output", type=Path, required=True, help="where to write (.csv or .jsonl)")
+    parser.add_argument(
+        "--output", type=Path, required=True, help="where to write (.csv or .jsonl; its folder must exist)"
+    )
     add_engine_arguments(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score every row; rows with empty text are kept and left unscored."""
-    table = read_table(args.input)
-    column = text_column(table, args.input)
-    write_table(table.head(0), args.output)  # fail on an unwritable output before the long work
+    """Score every row; rows without text are kept and left unscored."""
+    table = load_table(args.input)
+    texts = row_texts(table)
+    check_table_output(args.output, "--output")
+    replaced = [name for name in OUTPUT_COLUMNS if name in table.frame.columns]
+    if replaced:
+        print(
+            f"finsent classify: warning: input columns {', '.join(replaced)} are replaced by the scores",
+            file=sys.stderr,
+        )
     engine = engine_from_args(args)
-    texts = table[column].fillna("").astype(str).tolist()
     scored_rows = [i for i, text in enumerate(texts) if text.strip()]
-    results: dict[str, list[Any]] = {name: [None] * len(texts) for name in OUTPUT_COLUMNS}
-    with tqdm(total=len(scored_rows), unit="rows", desc="classify", file=sys.stderr) as progress:
-        for start in range(0, len(scored_rows), CHUNK_ROWS):
-            chunk = scored_rows[start : start + CHUNK_ROWS]
-            for row, prediction in zip(chunk, engine.predict([texts[i] for i in chunk]), strict=True):
-                results["topic"][row] = prediction.topic
-                results["topic_score"][row] = round(prediction.topic_score, 6)
-                results["sentiment"][row] = prediction.sentiment
-                for name in SENTIMENT_LABELS:
-                    results[f"p_{name}"][row] = round(prediction.sentiment_scores[name], 6)
-            progress.update(len(chunk))
-    output = table.copy()
-    for name, values in results.items():
+    output = table.frame.copy()
+    for name, values in score_rows(engine, texts, scored_rows).items():
         output[name] = values
     write_table(output, args.output)
     skipped = len(texts) - len(scored_rows)
@@ -62,3 +62,19 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def score_rows(engine: Engine, texts: list[str], rows: list[int]) -> dict[str, list[Any]]:
+    """The output columns for every text; only the given rows are scored, the rest stay None."""
+    results: dict[str, list[Any]] = {name: [None] * len(texts) for name in OUTPUT_COLUMNS}
+    with tqdm(total=len(rows), unit="rows", desc="classify", file=sys.stderr) as progress:
+        for start in range(0, len(rows), CHUNK_ROWS):
+            chunk = rows[start : start + CHUNK_ROWS]
+            for row, prediction in zip(chunk, engine.predict([texts[i] for i in chunk]), strict=True):
+                results["topic"][row] = prediction.topic
+                results["topic_score"][row] = round(prediction.topic_score, 6)
+                results["sentiment"][row] = prediction.sentiment
+                for name in SENTIMENT_LABELS:
+                    results[f"p_{name}"][row] = round(prediction.sentiment_scores[name], 6)
+            progress.update(len(chunk))
+    return results

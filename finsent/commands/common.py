@@ -7,6 +7,7 @@ from pathlib import Path
 
 from finsent.errors import UsageError
 from model import DEFAULT_MODEL_DIR, Engine, ModelIntegrityError
+from model.tokenization import MIN_MAX_TOKENS
 
 Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -27,7 +28,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--device",
         default="auto",
         choices=["auto", "cpu", "cuda"],
-        help="where to run (auto: GPU when usable)",
+        help="where to run (auto: GPU when usable, else CPU; cuda: fails unless a CUDA GPU and an "
+        "fp16/fp32 variant are there)",
     )
     group.add_argument(
         "--batch-size",
@@ -39,7 +41,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-tokens",
         type=int,
         default=None,
-        help="token budget per text; longer texts are truncated (default: the model's, 128)",
+        help=f"token budget per text, at least {MIN_MAX_TOKENS}; longer texts are truncated (default: "
+        "the model's, 128). More than the graph's positions (512 for the shipped model) is an error; "
+        "a manifest budget above them is lowered to them with a warning",
     )
 
 
@@ -47,6 +51,8 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
     """Load the engine the options describe; problems become one-line usage errors."""
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_tokens is not None and args.max_tokens < MIN_MAX_TOKENS:
+        raise UsageError(f"--max-tokens must be at least {MIN_MAX_TOKENS}, got {args.max_tokens}")
     try:
         return Engine(
             args.model,
@@ -55,5 +61,10 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
             batch_size=args.batch_size,
             max_tokens=args.max_tokens,
         )
-    except (ModelIntegrityError, ValueError, RuntimeError) as error:
+    except (ModelIntegrityError, ValueError, RuntimeError, OSError) as error:
         raise UsageError(str(error)) from None
+    except Exception as error:  # the tokenizers library raises a bare Exception on a corrupt tokenizer.json
+        first_line = (str(error).splitlines() or [""])[0]
+        raise UsageError(
+            f"{args.model}: cannot load the model ({type(error).__name__}: {first_line})"
+        ) from None

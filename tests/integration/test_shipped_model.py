@@ -1,5 +1,7 @@
 """The shipped ONNX model, loaded the way the service loads it, on clear real-world cases."""
 
+import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -108,3 +110,66 @@ def test_cpu_graph_has_the_measured_layout() -> None:
     assert not any("layer.0" in name for name in ffn_outputs)
     # No activation scale is taken per run: the Q/K/V projections read fixed calibrated ranges.
     assert "DynamicQuantizeLinear" not in op_types and op_types.count("QAttention") == 6
+
+
+LONG_ARTICLE = "Shares plunged after the profit warning. " + "The company said demand was weak. " * 3000
+
+
+def test_the_manifest_records_the_graphs_position_limit() -> None:
+    import onnx
+
+    graph = onnx.load(str(DEFAULT_MODEL_DIR / "model.int8.onnx")).graph
+    (table,) = [t for t in graph.initializer if "position_embeddings" in t.name]
+    assert json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())["max_positions"] == table.dims[0]
+
+
+def test_max_tokens_up_to_the_graph_positions_scores_a_long_article() -> None:
+    engine = Engine(DEFAULT_MODEL_DIR, device="cpu", max_tokens=512)
+    assert engine.predict([LONG_ARTICLE])[0].sentiment == "negative"
+    assert len(engine.tokenizer.encode(LONG_ARTICLE).ids) == 512
+
+
+@pytest.mark.parametrize(
+    ("max_tokens", "message"), [(513, "512 positions"), (0, "at least 8"), (7, "at least 8")]
+)
+def test_max_tokens_outside_the_model_range_is_refused(max_tokens: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Engine(DEFAULT_MODEL_DIR, device="cpu", max_tokens=max_tokens)
+
+
+def test_batch_size_0_is_refused_not_replaced_by_the_default() -> None:
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        Engine(DEFAULT_MODEL_DIR, device="cpu", batch_size=0)
+
+
+def test_manifest_budget_above_the_graph_positions_is_capped_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["max_tokens"] = 100_000
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING, logger="model.engine"):
+        engine = Engine(copy, device="cpu")
+    assert engine.max_tokens == 512
+    assert [record.getMessage() for record in caplog.records if "100000" in record.getMessage()] == [
+        f"model {copy}: manifest max_tokens 100000 is more than the 512 positions its graph holds; "
+        "truncating texts to 512 tokens"
+    ]
+    assert engine.predict([LONG_ARTICLE])[0].sentiment == "negative"
+
+
+def test_explicit_cuda_without_a_usable_gpu_is_refused_and_auto_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("model.engine.cuda_problem", lambda: "the NVIDIA driver reports no GPU")
+    with pytest.raises(RuntimeError, match=r"no usable CUDA GPU \(the NVIDIA driver reports no GPU\)"):
+        Engine(DEFAULT_MODEL_DIR, device="cuda")
+    assert Engine(DEFAULT_MODEL_DIR, device="auto").providers == ["CPUExecutionProvider"]
+
+
+def test_explicit_cuda_with_only_the_cpu_int8_graph_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("model.engine.cuda_problem", lambda: None)
+    with pytest.raises(ValueError, match="int8 variant runs on CPU only"):
+        Engine(DEFAULT_MODEL_DIR, device="cuda")
