@@ -11,7 +11,13 @@ from typing import Any
 
 from finsent.errors import UsageError
 from finsent.settings_file import parse_bool, read_settings_file
-from ingest import DEFAULT_MAX_MESSAGE_BYTES, KafkaSettings, LoopSettings
+from ingest import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    KafkaSettings,
+    LoopSettings,
+    bootstrap_server_problem,
+    topic_name_problem,
+)
 from model import DEFAULT_MODEL_DIR
 from monitor import MonitorConfig, parse_duration
 
@@ -255,6 +261,8 @@ class ServiceConfig:
 def _convert(option: Option, value: Any, where: str) -> Any:
     """Turn a raw value (string from env/flags or a YAML scalar) into the option's type, or fail naming it."""
     if value is None or (isinstance(value, str) and value == "" and option.default is None):
+        if option.default is not None:  # only a YAML null gets here: it must not switch a check off
+            raise UsageError(f"{where}: must not be null (leave the key out to get {option.default})")
         return None
     if option.kind is bool:
         return parse_bool(value, where)
@@ -272,6 +280,8 @@ def _to_seconds(value: Any, where: str) -> float:
         return parse_duration(value if isinstance(value, int | float) else str(value))
     except ValueError as error:
         raise UsageError(f"{where}: {error}") from None
+    except OverflowError:  # a YAML integer too large for a float
+        raise UsageError(f"{where}: {str(value)[:20]}... is too large") from None
 
 
 def _to_int(option: Option, value: Any, where: str) -> int:
@@ -291,9 +301,12 @@ def _to_int(option: Option, value: Any, where: str) -> int:
 def _to_text(option: Option, value: Any, where: str) -> str | Path:
     """A path, one of the option's choices (matched case-insensitively) or a non-empty string."""
     if not isinstance(value, str | Path):
-        raise UsageError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        shown = "(hidden)" if option.secret else repr(value)
+        raise UsageError(f"{where}: expected a string, got {type(value).__name__} {shown}")
     text = str(value).strip()
     if option.kind is Path:
+        if not text:  # Path("") is the current folder, never what an empty setting meant
+            raise UsageError(f"{where}: must not be empty")
         return Path(text).expanduser()
     if option.choices:
         canonical = {choice.lower(): choice for choice in option.choices}
@@ -313,9 +326,23 @@ def _check_combinations(config: ServiceConfig) -> None:
         path = getattr(config, name)
         if path is not None and not path.is_file():
             raise UsageError(f"{name}: no such file {path}")
+    for name in ("state_dir", "registry"):
+        path = getattr(config, name)
+        # The nearest part of the path that exists must be a folder, or the stage fails to create it.
+        existing = next((part for part in (path, *path.parents) if part.exists()), None) if path else None
+        if existing is not None and not existing.is_dir():
+            raise UsageError(f"{name}: {path}: {existing} is a file, not a folder")
 
 
 def _check_kafka(config: ServiceConfig) -> None:
+    for server in config.bootstrap_servers.split(","):
+        problem = bootstrap_server_problem(server.strip())
+        if problem is not None:
+            raise UsageError(f"bootstrap_servers: {problem}")
+    for name in ("input_topic", "output_topic", "dlq_topic", "windows_topic"):
+        problem = topic_name_problem(getattr(config, name))
+        if problem is not None:
+            raise UsageError(f"{name}: {problem}")
     if config.max_buffer < config.max_batch:
         raise UsageError(f"max_buffer ({config.max_buffer}) must be at least max_batch ({config.max_batch})")
     if config.heartbeat_interval_ms >= config.session_timeout_ms:
@@ -361,9 +388,10 @@ def load_config(
 ) -> ServiceConfig:
     """Merge the sources (flags > file > environment > defaults) and validate; errors name the field."""
     environ = os.environ if environ is None else environ
+    named_by = "--config"
     if config_file is None and environ.get(CONFIG_ENV):
-        config_file = Path(environ[CONFIG_ENV])
-    from_file = read_settings_file(config_file, OPTIONS_BY_NAME) if config_file is not None else {}
+        config_file, named_by = Path(environ[CONFIG_ENV]), CONFIG_ENV
+    from_file = read_settings_file(config_file, OPTIONS_BY_NAME, named_by) if config_file is not None else {}
     values: dict[str, Any] = {}
     for option in OPTIONS:
         if option.name in flags and flags[option.name] is not None:

@@ -14,10 +14,13 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 
 
-def read_settings_file(path: Path, known: Container[str]) -> dict[str, Any]:
-    """A YAML mapping of setting: value (dashes read as underscores); unknown keys fail naming the key."""
+def read_settings_file(path: Path, known: Container[str], named_by: str = "--config") -> dict[str, Any]:
+    """A YAML mapping of setting: value (dashes read as underscores); unknown or doubled keys fail naming them.
+
+    named_by is what pointed at the file (a flag or an environment variable), for the message.
+    """
     if not path.is_file():
-        raise UsageError(f"--config: no such file {path}")
+        raise UsageError(f"{named_by}: no such file {path}")
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
@@ -32,6 +35,10 @@ def read_settings_file(path: Path, known: Container[str]) -> dict[str, Any]:
         name = str(key).replace("-", "_")
         if name not in known:
             raise UsageError(f"config file {path}: unknown setting {key!r}")
+        if name in values:
+            raise UsageError(
+                f"config file {path}: {name} is set twice (as {name} and {name.replace('_', '-')})"
+            )
         values[name] = value
     return values
 

@@ -15,7 +15,14 @@ from ingest.contract import (
     validate,
 )
 from ingest.dlq import Source, dlq_record
-from ingest.kafka_config import KafkaSettings, common_config, consumer_config, producer_config
+from ingest.kafka_config import (
+    KafkaSettings,
+    bootstrap_server_problem,
+    common_config,
+    consumer_config,
+    producer_config,
+    topic_name_problem,
+)
 from ingest.loop import LoopSettings, StreamLoop
 from ingest.observer import NullObserver, Observer
 from ingest.offsets import OffsetTracker, Partition
@@ -36,6 +43,7 @@ __all__ = [
     "Partition",
     "Source",
     "StreamLoop",
+    "bootstrap_server_problem",
     "common_config",
     "consumer_config",
     "decode",
@@ -44,5 +52,6 @@ __all__ = [
     "parse_rfc3339",
     "producer_config",
     "scored_record",
+    "topic_name_problem",
     "validate",
 ]

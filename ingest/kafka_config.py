@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,34 @@ class KafkaSettings:
     # Upper bound of a fetch long-poll. Some brokers (tansu) hold a fetch for the full wait even when
     # data arrives, so this bounds the added latency; real Kafka answers as soon as data is there.
     fetch_max_wait_ms: int = 100
+
+
+# Kafka's rule for topic names (kafka.common.internals.Topic): 1-249 of these characters, not "." or "..".
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why Kafka would refuse this topic name, or None when it is legal."""
+    if name in (".", "..") or not _TOPIC_NAME.fullmatch(name):
+        return f"{name[:60]!r} is not a legal Kafka topic name (1-249 of A-Z a-z 0-9 . _ -, not '.' or '..')"
+    return None
+
+
+def bootstrap_server_problem(server: str) -> str | None:
+    """Why one bootstrap server is not a host[:port] a Kafka client can dial, or None."""
+    if not server or "://" in server or any(char.isspace() for char in server):
+        return f"{server!r} is not host:port"
+    host, port = server, None
+    if server.startswith("["):  # [IPv6]:port
+        host, bracket, rest = server[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return f"{server!r} is not [IPv6 address]:port"
+        port = rest[1:] if rest else None
+    elif server.count(":") == 1:
+        host, port = server.split(":")
+    if not host or (port is not None and not (port.isdigit() and 1 <= int(port) <= 65535)):
+        return f"{server!r} is not host:port with a port in 1-65535"
+    return None
 
 
 def common_config(settings: KafkaSettings) -> dict[str, Any]:

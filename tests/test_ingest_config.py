@@ -81,6 +81,20 @@ def test_every_option_has_a_distinct_flag_and_env_name() -> None:
         ),
         ({"ssl_cafile": "/no/such/ca.pem"}, {}, "ssl_cafile: no such file"),
         ({"bootstrap_servers": "  "}, {}, "--bootstrap-servers: must not be empty"),
+        # Used to fail in the stage thread (a traceback) or retry forever, not at start.
+        ({"bootstrap_servers": "127.0.0.1:abc"}, {}, "bootstrap_servers: '127.0.0.1:abc' is not host:port"),
+        ({"bootstrap_servers": "127.0.0.1:70000"}, {}, "port in 1-65535"),
+        ({"bootstrap_servers": "127.0.0.1:0"}, {}, "port in 1-65535"),
+        ({"bootstrap_servers": "a:9092,"}, {}, "'' is not host:port"),
+        ({"bootstrap_servers": "http://127.0.0.1:9092"}, {}, "is not host:port"),
+        ({"bootstrap_servers": "[::1"}, {}, "is not [IPv6 address]:port"),
+        ({"output_topic": "bad topic!"}, {}, "output_topic: 'bad topic!' is not a legal Kafka topic name"),
+        ({"windows_topic": "w" * 250}, {}, "windows_topic:"),
+        ({"dlq_topic": "."}, {}, "dlq_topic: '.' is not a legal"),
+        ({}, {"FINSENT_STATE_DIR": __file__}, "is a file, not a folder"),
+        ({}, {"FINSENT_STATE_DIR": __file__ + "/sub"}, "is a file, not a folder"),
+        ({}, {"FINSENT_STATE_DIR": ""}, "FINSENT_STATE_DIR: must not be empty"),  # was the current folder
+        ({"eval_interval": 10**400}, {}, "--eval-interval: 1" + "0" * 19 + "... is too large"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_field(
@@ -99,6 +113,12 @@ def test_bad_values_are_rejected_naming_the_field(
         ("- a\n- b\n", "expected a mapping"),
         ("max_batch: : :\n", "not valid YAML"),
         ("ssl_check_hostname: 3\n", "ssl_check_hostname: expected true or false"),
+        ("stage: null\n", "stage: must not be null"),  # used to run nothing and exit 0
+        ("max_batch: null\n", "max_batch: must not be null"),
+        ("bootstrap_servers: ~\n", "bootstrap_servers: must not be null"),
+        ("max_batch: 5\nmax-batch: 7\n", "max_batch is set twice"),
+        ("eval_interval: 1" + "0" * 400 + "\n", "eval_interval: " + "1" + "0" * 19 + "... is too large"),
+        ("sasl_password: 123456\n", "sasl_password: expected a string, got int (hidden)"),
     ],
 )
 def test_bad_config_files_are_rejected_naming_file_and_field(tmp_path: Path, text: str, message: str) -> None:
@@ -133,3 +153,8 @@ def test_cli_reports_a_bad_setting_as_one_line_and_exit_2(capsys: pytest.Capture
 def test_cli_reports_a_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["run", "--config", str(tmp_path / "none.yaml")]) == 2
     assert "--config: no such file" in capsys.readouterr().err
+
+
+def test_a_missing_config_file_named_by_the_environment_says_so(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="FINSENT_CONFIG: no such file"):
+        load_config({}, None, {"FINSENT_CONFIG": str(tmp_path / "none.yaml")})
