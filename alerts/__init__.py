@@ -8,12 +8,18 @@ from alerts.alertmanager import AlertmanagerSender, alert_ttl, alertmanager_aler
 from alerts.delivery import DeliveryError, Sender, backoff_delay, jittered
 from alerts.dispatch import DeliveryObserver, Dispatcher
 from alerts.engine import ActiveAlert, AlertEngine, AlertEvent, Evidence, fingerprint
-from alerts.fields import SEVERITIES
+from alerts.fields import SEVERITIES, YamlError, load_yaml_text, read_yaml_file
 from alerts.kafka_sink import KafkaSender, kafka_record
 from alerts.metrics import AlertMetrics
 from alerts.outbox import Outbox, OutboxRow
 from alerts.rules import Rule, RulesError, check_windows, load_rules, parse_rules
-from alerts.subscriptions import Subscription, SubscriptionsError, load_subscriptions, parse_subscriptions
+from alerts.subscriptions import (
+    PIPELINE_TOPICS,
+    Subscription,
+    SubscriptionsError,
+    load_subscriptions,
+    parse_subscriptions,
+)
 from alerts.webhook import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -26,6 +32,7 @@ from alerts.webhook import (
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
+    "PIPELINE_TOPICS",
     "SEVERITIES",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
@@ -47,6 +54,7 @@ __all__ = [
     "Subscription",
     "SubscriptionsError",
     "WebhookSender",
+    "YamlError",
     "alert_ttl",
     "alertmanager_alert",
     "backoff_delay",
@@ -56,8 +64,10 @@ __all__ = [
     "kafka_record",
     "load_rules",
     "load_subscriptions",
+    "load_yaml_text",
     "parse_rules",
     "parse_subscriptions",
+    "read_yaml_file",
     "sign",
     "verify_signature",
     "webhook_payload",

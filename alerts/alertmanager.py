@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from alerts.delivery import DeliveryError, post_json
+from alerts.delivery import DeliveryError, post_json, unsendable_is_permanent
 from alerts.engine import AlertEvent
 from alerts.subscriptions import Subscription
 from alerts.webhook import IDEMPOTENCY_HEADER, rfc3339
@@ -50,9 +50,11 @@ class AlertmanagerSender:
         """Push one alert; 400 (a payload Alertmanager rejects) is permanent, 5xx and network errors retry."""
         if subscription.url is None:
             raise DeliveryError(f"subscription {subscription.name!r} has no url", permanent=True)
-        body = json.dumps([alertmanager_alert(subscription, event, now)]).encode("utf-8")
-        headers = {IDEMPOTENCY_HEADER: event.notification_key}
-        post_json(f"{subscription.url}/api/v2/alerts", body, headers, subscription.timeout_s)
+        # A ttl that takes endsAt past year 9999 would fail the same way on every retry.
+        with unsendable_is_permanent(f"subscription {subscription.name!r}: cannot send"):
+            body = json.dumps([alertmanager_alert(subscription, event, now)]).encode("utf-8")
+            headers = {IDEMPOTENCY_HEADER: event.notification_key}
+            post_json(f"{subscription.url}/api/v2/alerts", body, headers, subscription.timeout_s)
 
     def close(self) -> None:
         """Nothing to release: every request opens its own connection."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import random
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Protocol
 
 from alerts.engine import AlertEvent
@@ -33,11 +36,31 @@ class Sender(Protocol):
         """Release connections."""
 
 
+@contextmanager
+def unsendable_is_permanent(what: str) -> Iterator[None]:
+    """Turn a ValueError or OverflowError (a URL or a time the stdlib refuses) into a permanent DeliveryError.
+
+    Retrying cannot fix these; as unexpected exceptions they would be logged with a traceback on every
+    attempt until ``max_age``.
+    """
+    try:
+        yield
+    except (ValueError, OverflowError) as exc:
+        raise DeliveryError(f"{what}: {exc}", permanent=True) from exc
+
+
 def post_json(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
     """POST ``body``; the 2xx status, or :class:`DeliveryError` (permanent for 4xx other than 408/429)."""
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json", **headers}
-    )
+    with unsendable_is_permanent(f"POST {url} failed"):
+        # http.client would send port 70000 to 70000 - 65536; .port raises ValueError instead.
+        _ = urllib.parse.urlsplit(url).port
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json", **headers}
+        )
+        return _post(request, url, timeout)
+
+
+def _post(request: urllib.request.Request, url: str, timeout: float) -> int:
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status = int(response.status)
@@ -48,6 +71,10 @@ def post_json(url: str, body: bytes, headers: Mapping[str, str], timeout: float)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DeliveryError(f"POST {url} failed: {reason}") from exc
+    except http.client.InvalidURL as exc:  # e.g. a non-numeric port: the same on every attempt
+        raise DeliveryError(f"POST {url} failed: {exc}", permanent=True) from exc
+    except http.client.HTTPException as exc:  # a malformed response (BadStatusLine, IncompleteRead)
+        raise DeliveryError(f"POST {url} failed: {exc!r}") from exc
     if not 200 <= status < 300:
         raise DeliveryError(f"HTTP {status} from {url}")
     return status

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+import reprlib
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.reader import ReaderError
 
 from monitor.config import parse_duration
 
@@ -17,23 +21,126 @@ SEVERITIES = ("info", "warning", "critical")
 
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
+MAX_DURATION = "365d"
+"""The longest duration any rule or subscription field accepts unless the field sets its own bound."""
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlong = 24
+_SHORT.maxstring = 80
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut short enough for a one-line message (a 400-digit number is elided)."""
+    try:
+        return _SHORT.repr(value)
+    except ValueError:  # an int past Python's 4300-digit str() limit
+        return "an integer too long to print"
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
 
 def severity_rank(severity: str) -> int:
     """Position of ``severity`` in :data:`SEVERITIES` (higher is more severe)."""
     return SEVERITIES.index(severity)
 
 
+class YamlError(ValueError):
+    """A YAML file or text that cannot be loaded; the one-line message names the source, where and what."""
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error, not last-wins."""
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        """The mapping, after refusing a key its node repeats (keys merged in with ``<<`` may be overridden)."""
+        seen: dict[Any, Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if first is not key_node:
+                problem = f"duplicate key {shown(key)} (first at line {first.start_mark.line + 1})"
+                raise ConstructorError(None, None, problem, key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        """An int, or a marked error where Python refuses to convert that many digits."""
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise ConstructorError(None, None, "integer has too many digits", node.start_mark) from None
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+
+
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    line_start = text.rfind("\n", 0, position) + 1
+    return text.count("\n", 0, position) + 1, position - line_start + 1
+
+
+def _yaml_problem(error: yaml.YAMLError, text: str) -> tuple[str, str]:
+    """Where (``at line L, column C`` or empty) and what for one YAML error."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        # PyYAML's own order: "while parsing a flow node" (context), "expected ..." (problem).
+        what = ", ".join(part for part in (error.context, error.problem) if part) or type(error).__name__
+        return (f"at line {mark.line + 1}, column {mark.column + 1}" if mark else ""), what
+    if isinstance(error, ReaderError) and isinstance(error.character, int):
+        line, column = _line_column(text, error.position)
+        return f"at line {line}, column {column}", f"{error.reason} (character #x{error.character:04x})"
+    return "", str(error) or type(error).__name__
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """The one YAML document in ``text`` (safe types only); :class:`YamlError` names ``source``, line and column.
+
+    Unlike ``yaml.safe_load``, a key repeated in one mapping is an error: last-wins would let a second
+    ``rate_above:`` quietly replace the first.
+    """
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # safe: _StrictLoader is a SafeLoader
+    except yaml.YAMLError as error:
+        where, what = _yaml_problem(error, text)
+    except RecursionError:
+        where, what = "", "nested too deeply"
+    # PyYAML's problems can span lines and quote the text; the message must stay one line.
+    raise YamlError(f"{source}: invalid YAML{' ' + where if where else ''}: {' '.join(what.split())}")
+
+
+def read_yaml_file(path: Path) -> Any:
+    """The YAML document in the UTF-8 file at ``path``; :class:`YamlError` (one line naming the file) otherwise."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise YamlError(f"{path}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        line = error.object.count(b"\n", 0, error.start) + 1
+        raise YamlError(
+            f"{path}: not UTF-8 text: byte 0x{error.object[error.start]:02x} on line {line}"
+        ) from None
+    return load_yaml_text(text, str(path))
+
+
 def load_yaml_list(path: Path, key: str, error: type[ValueError]) -> tuple[list[Any], str]:
     """The list under top-level ``key`` of the YAML file at ``path``, and the source name for messages."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise error(f"{source}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise error(f"{source}: invalid YAML: {exc}") from exc
+        data = read_yaml_file(path)
+    except YamlError as problem:
+        raise error(str(problem)) from None
     return top_level_list(data, key, source, error), source
 
 
@@ -105,8 +212,8 @@ class Fields:
         value = self.item.get(name)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            self.fail(name, f"expected a finite number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
+            self.fail(name, f"expected a finite number, got {shown(value)}")
         if not low <= value <= high:
             self.fail(name, f"{value!r} is outside [{low}, {high}]")
         return float(value)
@@ -131,19 +238,25 @@ class Fields:
             self.fail(name, f"expected true or false, got {value!r}")
         return value
 
-    def duration(self, name: str, default: float, *, positive: bool = False) -> float:
-        """Seconds from a duration like ``"5m"`` or a number of seconds, or ``default`` when absent."""
+    def duration(
+        self, name: str, default: float, *, positive: bool = False, at_most: str = MAX_DURATION
+    ) -> float:
+        """Seconds from a duration like ``"5m"`` or a number of seconds (at most ``at_most``), or ``default``."""
         value = self.item.get(name)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.fail(name, f"invalid duration {value!r}")
+            self.fail(name, f"invalid duration {shown(value)}")
         try:
             seconds = parse_duration(value)
+        except OverflowError:  # an int too large for a float: over any bound
+            seconds = math.inf
         except ValueError:
-            self.fail(name, f"invalid duration {value!r}")
+            self.fail(name, f"invalid duration {shown(value)}")
         if positive and seconds <= 0:
-            self.fail(name, f"must be positive, got {value!r}")
+            self.fail(name, f"must be positive, got {shown(value)}")
+        if seconds > parse_duration(at_most):
+            self.fail(name, f"must be at most {at_most}, got {shown(value)}")
         return seconds
 
     def string_list(self, name: str) -> tuple[str, ...] | None:

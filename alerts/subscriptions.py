@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,10 +16,21 @@ from alerts.fields import (
     load_yaml_list,
     reject_duplicate_names,
     severity_rank,
+    shown,
     top_level_list,
 )
 
 KINDS = ("webhook", "kafka", "alertmanager")
+
+PIPELINE_TOPICS = ("news.raw", "news.scored", "news.dlq", "news.windows", "news.labels")
+"""finsent's own topics (the defaults); a Kafka subscription may not deliver to them."""
+
+KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+MAX_TIMEOUT = "5m"
+MAX_AGE = "30d"
+MAX_TTL = "30d"
+MAX_BACKOFF = "24h"
 
 _COMMON = {
     "name",
@@ -86,15 +98,51 @@ class Subscription:
         return True
 
 
-def _url(fields: Fields, name: str) -> str:
+def _url_problem(url: str, base: bool) -> str | None:
+    """Why ``url`` cannot be POSTed to (None when it can); ``base`` URLs get a path appended, so no query."""
+    if any(not 32 < ord(char) < 127 for char in url):
+        return "contains a space, a control or a non-ASCII character (percent-encode it)"
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as error:  # an unclosed IPv6 bracket
+        return str(error)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if parts.scheme not in ("http", "https"):
+        return "expected an http(s) URL"
+    if "@" in parts.netloc:
+        return "user names and passwords in the URL are not supported"
+    if not parts.hostname:
+        return "no host"
+    if parts.netloc.endswith(":") or port == 0:
+        return "the port must be a number from 1 to 65535"
+    if base and (parts.query or parts.fragment):
+        return "a base URL takes no query or fragment"
+    return None
+
+
+def _url(fields: Fields, name: str, *, base: bool = False) -> str:
     url = fields.string(name)
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        fields.fail(name, f"expected an http(s) URL, got {url!r}")
+    problem = _url_problem(url, base)
+    if problem:
+        fields.fail(name, f"{problem}, got {shown(url)}")
     return url
 
 
-def _parse_subscription(item: object, index: int, source: str) -> Subscription:
+def _kafka_topic(fields: Fields, reserved: Collection[str]) -> str:
+    topic = fields.string("topic", "alerts")
+    if not KAFKA_TOPIC.fullmatch(topic) or topic in (".", ".."):
+        fields.fail("topic", f"{shown(topic)} is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)")
+    if topic in reserved:
+        fields.fail(
+            "topic", f"{topic!r} is one of finsent's own topics; alert JSON there would feed the pipeline"
+        )
+    return topic
+
+
+def _parse_subscription(item: object, index: int, source: str, reserved: Collection[str]) -> Subscription:
     if not isinstance(item, Mapping):
         raise SubscriptionsError(f"{source}: subscription #{index + 1}: expected a mapping, got {item!r}")
     name = item.get("name")
@@ -111,8 +159,8 @@ def _parse_subscription(item: object, index: int, source: str) -> Subscription:
     for severity in severities or ():
         if severity not in SEVERITIES:
             fields.fail("severities", f"{severity!r} is not one of {', '.join(SEVERITIES)}")
-    backoff_initial = fields.duration("backoff_initial", 1.0, positive=True)
-    backoff_max = fields.duration("backoff_max", 300.0, positive=True)
+    backoff_initial = fields.duration("backoff_initial", 1.0, positive=True, at_most=MAX_BACKOFF)
+    backoff_max = fields.duration("backoff_max", 300.0, positive=True, at_most=MAX_BACKOFF)
     if backoff_max < backoff_initial:
         fields.fail("backoff_max", f"must be at least backoff_initial ({backoff_initial:g}s)")
     url: str | None = None
@@ -130,8 +178,8 @@ def _parse_subscription(item: object, index: int, source: str) -> Subscription:
             if not secret:
                 fields.fail("secret_env", f"environment variable {variable} is not set (or empty)")
     elif kind == "alertmanager":
-        url = _url(fields, "url").rstrip("/")
-        ttl = fields.duration("ttl", 0.0, positive=True) if fields.has("ttl") else None
+        url = _url(fields, "url", base=True).rstrip("/")
+        ttl = fields.duration("ttl", 0.0, positive=True, at_most=MAX_TTL) if fields.has("ttl") else None
     return Subscription(
         name=name,
         kind=kind,
@@ -143,25 +191,32 @@ def _parse_subscription(item: object, index: int, source: str) -> Subscription:
         send_resolved=fields.boolean("send_resolved", True),
         url=url,
         secret=secret,
-        timeout_s=fields.duration("timeout", 5.0, positive=True),
+        timeout_s=fields.duration("timeout", 5.0, positive=True, at_most=MAX_TIMEOUT),
         max_attempts=fields.integer("max_attempts", 0),
-        max_age_s=fields.duration("max_age", 86400.0, positive=True),
+        max_age_s=fields.duration("max_age", 86400.0, positive=True, at_most=MAX_AGE),
         backoff_initial_s=backoff_initial,
         backoff_max_s=backoff_max,
-        topic=fields.string("topic", "alerts") if kind == "kafka" else "alerts",
+        topic=_kafka_topic(fields, reserved) if kind == "kafka" else "alerts",
         ttl_s=ttl,
     )
 
 
-def parse_subscriptions(data: object, source: str = "subscriptions") -> list[Subscription]:
-    """Validate a parsed document (``{"subscriptions": [...]}``); errors name source, subscription and field."""
+def parse_subscriptions(
+    data: object, source: str = "subscriptions", *, pipeline_topics: Iterable[str] = ()
+) -> list[Subscription]:
+    """Validate a parsed document (``{"subscriptions": [...]}``); errors name source, subscription and field.
+
+    Kafka subscriptions may not name :data:`PIPELINE_TOPICS` or any of ``pipeline_topics`` (the service's
+    configured topic names, when they differ from the defaults).
+    """
     items = top_level_list(data, "subscriptions", source, SubscriptionsError)
-    subscriptions = [_parse_subscription(item, index, source) for index, item in enumerate(items)]
+    reserved = {*PIPELINE_TOPICS, *pipeline_topics}
+    subscriptions = [_parse_subscription(item, index, source, reserved) for index, item in enumerate(items)]
     reject_duplicate_names((s.name for s in subscriptions), source, "subscription", SubscriptionsError)
     return subscriptions
 
 
-def load_subscriptions(path: Path) -> list[Subscription]:
+def load_subscriptions(path: Path, *, pipeline_topics: Iterable[str] = ()) -> list[Subscription]:
     """Read and validate a YAML file with a top-level ``subscriptions:`` list (secrets from env at load time)."""
     items, source = load_yaml_list(Path(path), "subscriptions", SubscriptionsError)
-    return parse_subscriptions({"subscriptions": items}, source)
+    return parse_subscriptions({"subscriptions": items}, source, pipeline_topics=pipeline_topics)

@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from alerts.delivery import DeliveryError, post_json
+from alerts.delivery import DeliveryError, post_json, unsendable_is_permanent
 from alerts.engine import AlertEvent
 from alerts.subscriptions import Subscription
 
@@ -99,14 +99,18 @@ class WebhookSender:
         """Deliver one event; a fresh timestamp and signature on every attempt."""
         if subscription.url is None or subscription.secret is None:
             raise DeliveryError(f"subscription {subscription.name!r} has no url or secret", permanent=True)
-        body = json.dumps(webhook_payload(event, subscription.name), separators=(",", ":")).encode("utf-8")
-        timestamp = str(int(now))
-        headers = {
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(subscription.secret, timestamp, body),
-            IDEMPOTENCY_HEADER: event.notification_key,
-        }
-        post_json(subscription.url, body, headers, subscription.timeout_s)
+        # A surrogate in the secret or a time past year 9999 would fail the same way on every retry.
+        with unsendable_is_permanent(f"subscription {subscription.name!r}: cannot send"):
+            body = json.dumps(webhook_payload(event, subscription.name), separators=(",", ":")).encode(
+                "utf-8"
+            )
+            timestamp = str(int(now))
+            headers = {
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: sign(subscription.secret, timestamp, body),
+                IDEMPOTENCY_HEADER: event.notification_key,
+            }
+            post_json(subscription.url, body, headers, subscription.timeout_s)
 
     def close(self) -> None:
         """Nothing to release: every request opens its own connection."""

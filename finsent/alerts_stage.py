@@ -53,7 +53,8 @@ def load_alert_files(config: ServiceConfig) -> tuple[list[Rule], list[Subscripti
             windows = [window_label(h) for h in config.monitor_config().horizons]
             check_windows(rules, windows, str(config.rules))
         if config.subscriptions is not None:
-            subscriptions = load_subscriptions(config.subscriptions)
+            own_topics = (config.input_topic, config.output_topic, config.dlq_topic, config.windows_topic)
+            subscriptions = load_subscriptions(config.subscriptions, pipeline_topics=own_topics)
     except (RulesError, SubscriptionsError) as error:
         raise UsageError(str(error)) from None
     return rules, subscriptions

@@ -6,8 +6,7 @@ from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from alerts import YamlError, read_yaml_file
 from finsent.errors import UsageError
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -22,10 +21,9 @@ def read_settings_file(path: Path, known: Container[str], named_by: str = "--con
     if not path.is_file():
         raise UsageError(f"{named_by}: no such file {path}")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UsageError(f"config file {path}: not valid YAML: {first_line}") from None
+        loaded = read_yaml_file(path)  # one line per problem; a key given twice is one of them
+    except YamlError as error:
+        raise UsageError(f"config file {error}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

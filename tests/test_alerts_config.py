@@ -133,6 +133,31 @@ def test_invalid_rules_name_rule_and_field(item: dict[str, Any], expected: str) 
     assert expected in rule_error(item)
 
 
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("surge_above", "expected a finite number, got 1000000000"),
+        ("rate_above", "expected a finite number"),
+        ("window", "must be at most 365d, got 1000000000"),
+        ("for", "must be at most 365d"),
+        ("cooldown", "must be at most 365d"),
+        ("repeat_interval", "must be at most 365d"),
+    ],
+)
+def test_a_huge_yaml_integer_names_the_field(field: str, expected: str) -> None:
+    message = rule_error({"name": "r", "surge_above": 1.0, field: 10**400})
+    assert message.startswith(f"rules.yaml: rule 'r': field '{field}': {expected}")
+    assert len(message) < 150  # the 401 digits are elided
+
+
+def test_rule_durations_are_bounded() -> None:
+    (rule,) = parse_rules({"rules": [{"name": "r", "rate_above": 0.5, "cooldown": "365d"}]})
+    assert rule.cooldown == 365 * 86400
+    assert "field 'for': must be at most 365d, got '1e300'" in rule_error(
+        {"name": "r", "rate_above": 0.5, "for": "1e300"}
+    )
+
+
 def test_duplicate_rule_names_are_rejected() -> None:
     message = rule_error({"name": "r", "rate_above": 0.5}, {"name": "r", "surge_above": 3})
     assert message == "rules.yaml: rule 'r': field 'name': duplicate rule name"
@@ -248,6 +273,103 @@ def test_secret_env_is_read_at_load_time(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_invalid_subscriptions_name_subscription_and_field(item: dict[str, Any], expected: str) -> None:
     message = sub_error(item)
     assert message.startswith("subscriptions.yaml: ") and expected in message
+
+
+AM = {"name": "am", "kind": "alertmanager", "url": "http://alertmanager:9093"}
+KAFKA = {"name": "k", "kind": "kafka"}
+
+
+@pytest.mark.parametrize(
+    ("item", "field", "largest"),
+    [
+        (HOOK, "timeout", "5m"),
+        (HOOK, "max_age", "30d"),
+        ({**HOOK, "backoff_max": "24h"}, "backoff_initial", "24h"),
+        (HOOK, "backoff_max", "24h"),
+        (AM, "ttl", "30d"),
+        (KAFKA, "timeout", "5m"),
+    ],
+)
+def test_subscription_durations_are_bounded(item: dict[str, Any], field: str, largest: str) -> None:
+    parse_subscriptions({"subscriptions": [{**item, field: largest}]})
+    for too_much in ("1e300", 10**400, f"{largest}1s"):
+        message = sub_error({**item, field: too_much})
+        assert f"field '{field}': must be at most {largest}, got " in message and len(message) < 150
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:70000/h",
+        "http://127.0.0.1:abc/h",
+        "http://127.0.0.1:0/h",
+        "http://host:/h",
+        "http://@/h",
+        "http://user:pw@host/h",
+        "http://[::1/h",
+        "http://[zz]/h",
+        "http://exa mple.com/h",
+        "http://example.com/h\n",
+        "http://café.example/h",
+        "http:///h",
+        "mailto:x@example.com",
+    ],
+)
+def test_unusable_urls_are_refused_at_load(url: str) -> None:
+    for item in ({**HOOK, "url": url}, {**AM, "url": url}):
+        message = sub_error(item)
+        assert f"subscription '{item['name']}': field 'url': " in message and "\n" not in message
+
+
+def test_alertmanager_base_urls_take_no_query() -> None:
+    assert "field 'url': a base URL takes no query or fragment" in sub_error({**AM, "url": "http://am/?x=1"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://risk.example.com/hooks/finsent?team=rates",
+        "http://[::1]:8080/h",
+        "http://h:65535",
+        "HTTP://h:1/",
+    ],
+)
+def test_usable_urls_load(url: str) -> None:
+    (sub,) = parse_subscriptions({"subscriptions": [{**HOOK, "url": url}]})
+    assert sub.url == url
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected"),
+    [
+        ("bad topic!", "is not a Kafka topic name"),
+        ("a" * 250, "is not a Kafka topic name"),
+        (".", "is not a Kafka topic name"),
+        ("..", "is not a Kafka topic name"),
+        ("alerts/ops", "is not a Kafka topic name"),
+        ("news.scored", "'news.scored' is one of finsent's own topics"),
+        ("news.raw", "one of finsent's own topics"),
+        ("news.dlq", "one of finsent's own topics"),
+        ("news.windows", "one of finsent's own topics"),
+        ("news.labels", "one of finsent's own topics"),
+    ],
+)
+def test_kafka_topics_are_checked(topic: str, expected: str) -> None:
+    message = sub_error({**KAFKA, "topic": topic})
+    assert "subscription 'k': field 'topic': " in message and expected in message and len(message) < 200
+
+
+def test_kafka_topics_may_be_any_other_valid_name() -> None:
+    for topic in ("a" * 249, "alerts.finsent_v2-prod", "..a"):
+        (sub,) = parse_subscriptions({"subscriptions": [{**KAFKA, "topic": topic}]})
+        assert sub.topic == topic
+
+
+def test_the_services_own_topic_names_can_be_reserved(tmp_path: Path) -> None:
+    path = write(tmp_path, "subs.yaml", "subscriptions: [{name: k, kind: kafka, topic: scored}]\n")
+    assert load_subscriptions(path)[0].topic == "scored"
+    with pytest.raises(SubscriptionsError, match="field 'topic': 'scored' is one of finsent's own topics"):
+        load_subscriptions(path, pipeline_topics=["raw", "scored"])
 
 
 def test_duplicate_subscription_names_are_rejected() -> None:

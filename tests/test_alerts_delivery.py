@@ -286,6 +286,35 @@ def test_gives_up_after_max_age(tmp_path: Path) -> None:
         assert dispatcher.outbox.counts() == {"pending": 0, "delivered": 0, "failed": 1}
 
 
+@pytest.mark.parametrize(
+    "sub",
+    [
+        hook("http://127.0.0.1:abc/h"),  # http.client.InvalidURL, a ValueError
+        hook("http://127.0.0.1:99999/h"),
+        hook("http://exa mple.com/h"),
+        hook("http://caf\u00e9.example/h\u00e9"),
+        hook("http://127.0.0.1:9/h", secret="\ud800"),  # cannot be encoded to sign
+        Subscription("am", "alertmanager", url="http://am:abc"),
+        Subscription("am", "alertmanager", url="http://127.0.0.1:9", ttl_s=1e300),  # endsAt past year 9999
+    ],
+    ids=["bad-port", "port-overflow", "space", "non-ascii", "surrogate-secret", "am-bad-port", "am-huge-ttl"],
+)
+def test_what_no_retry_can_fix_fails_permanently_without_a_traceback(
+    sub: Subscription, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    observer = Observer()
+    engine, event = fire()
+    with Dispatcher([sub], tmp_path / "outbox.db", clock=Clock(), observer=observer) as dispatcher:
+        dispatcher.record([event], engine.to_state())
+        with caplog.at_level(logging.WARNING, logger="alerts.dispatch"):
+            assert dispatcher.deliver_due() == 0
+        (row,) = dispatcher.outbox.rows()
+        assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert observer.outcomes == [(sub.name, sub.kind, "failed")]
+    assert [r.exc_info for r in caplog.records] == [None]
+    assert "permanent failure" in caplog.records[0].message
+
+
 def test_survives_receiver_downtime_and_a_restart(tmp_path: Path) -> None:
     clock = Clock()
     down = Receiver()

@@ -111,12 +111,13 @@ def test_bad_values_are_rejected_naming_the_field(
         ("max_batch: [1, 2]\n", "max_batch: expected an integer"),
         ("max_bach: 3\n", "unknown setting 'max_bach'"),
         ("- a\n- b\n", "expected a mapping"),
-        ("max_batch: : :\n", "not valid YAML"),
+        ("max_batch: : :\n", "invalid YAML at line 1"),
         ("ssl_check_hostname: 3\n", "ssl_check_hostname: expected true or false"),
         ("stage: null\n", "stage: must not be null"),  # used to run nothing and exit 0
         ("max_batch: null\n", "max_batch: must not be null"),
         ("bootstrap_servers: ~\n", "bootstrap_servers: must not be null"),
         ("max_batch: 5\nmax-batch: 7\n", "max_batch is set twice"),
+        ("max_batch: 5\nmax_batch: 7\n", "duplicate key 'max_batch' (first at line 1)"),  # was last-wins
         ("eval_interval: 1" + "0" * 400 + "\n", "eval_interval: " + "1" + "0" * 19 + "... is too large"),
         ("sasl_password: 123456\n", "sasl_password: expected a string, got int (hidden)"),
     ],

@@ -89,7 +89,7 @@ def test_crontab_weekday_numbers_keep_their_crontab_meaning(field: str, expected
     [
         (b"registry: r\nschedul: '0 3 * * 0'\n", "unknown setting 'schedul'"),
         (b"registry: r\nshuffle-labels: maybe\n", "shuffle_labels: expected true or false"),
-        (b"registry: \xff\xfe r\n", "not valid YAML"),
+        (b"registry: \xff\xfe r\n", "not UTF-8 text"),
         (b"- registry\n", "expected a mapping"),
         (b"registry: [a, b]\n", "registry: expected Path, got a YAML list"),  # was a folder "['a', 'b']"
         (b"registry: r\nschedule: {at: 3}\n", "schedule: expected str, got a YAML dict"),

@@ -216,6 +216,14 @@ def test_bad_rules_file_is_a_usage_error_naming_the_file(tmp_path: Path) -> None
         load_alert_files(stage_config(tmp_path, rules=str(rules)))  # not one of the monitor's windows
 
 
+def test_a_kafka_subscription_may_not_write_to_the_services_own_topics(tmp_path: Path) -> None:
+    subscriptions = tmp_path / "subscriptions.yaml"
+    subscriptions.write_text("subscriptions:\n  - name: k\n    kind: kafka\n    topic: wire.scored\n")
+    config = stage_config(tmp_path, subscriptions=str(subscriptions), output_topic="wire.scored")
+    with pytest.raises(UsageError, match="wire.scored"):  # alerts would be read back as scored news
+        load_alert_files(config)
+
+
 def test_stage_settings_are_validated_naming_the_field(tmp_path: Path) -> None:
     config = stage_config(tmp_path, eval_interval="500ms", stage="MONITOR")
     assert config.eval_interval == 0.5 and config.stage == "monitor"
