@@ -220,7 +220,7 @@ def test_a_kafka_subscription_may_not_write_to_the_services_own_topics(tmp_path:
     subscriptions = tmp_path / "subscriptions.yaml"
     subscriptions.write_text("subscriptions:\n  - name: k\n    kind: kafka\n    topic: wire.scored\n")
     config = stage_config(tmp_path, subscriptions=str(subscriptions), output_topic="wire.scored")
-    with pytest.raises(UsageError, match="wire.scored"):  # alerts would be read back as scored news
+    with pytest.raises(UsageError, match=r"wire\.scored"):  # alerts would be read back as scored news
         load_alert_files(config)
 
 
