@@ -18,7 +18,7 @@ from ingest import (
     bootstrap_server_problem,
     topic_name_problem,
 )
-from model import DEFAULT_MODEL_DIR
+from model import DEFAULT_MODEL_DIR, TOPIC_LABELS
 from monitor import MonitorConfig, parse_duration
 
 ENV_PREFIX = "FINSENT_"
@@ -206,6 +206,9 @@ class ServiceConfig:
         try:
             return MonitorConfig(
                 horizons=horizons,
+                # The model's labels: a label no model emits (another producer's) is counted as
+                # `other`, so it cannot take one of the capped per-topic series from a real topic.
+                topics=TOPIC_LABELS,
                 bucket_seconds=self.bucket_seconds,
                 allowed_lateness=self.allowed_lateness,
                 min_volume=self.min_volume,

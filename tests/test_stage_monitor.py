@@ -252,6 +252,20 @@ def test_a_fast_replay_is_evaluated_every_bucket_of_event_time(tmp_path: Path) -
     assert all(b - a <= 10 for a, b in itertools.pairwise(evaluated_at))
 
 
+def test_labels_no_model_emits_cannot_crowd_out_a_real_topic(tmp_path: Path) -> None:
+    sink = ListSink()
+    stage = MonitorStage(stage_config(tmp_path), CollectorRegistry(), sink=sink, wall=FakeWall(5e9))
+    stamp = "2026-01-01T00:00:05Z"
+    for index in range(100):  # another producer's labels, more than the monitor's cap of topics
+        stage.handle(Record(scored(id=f"junk{index}", topic=f"Bogus {index}", published_at=stamp), index))
+    stage.handle(Record(scored(id="real", published_at=stamp), 100))
+    stage.handle(Record(scored(id="late", published_at="2026-01-01T00:01:30Z"), 101))  # evaluates
+    volume = {value["topic"]: max(w["volume"] for w in value["windows"]) for _, value in sink.sent}
+    assert not any(topic.startswith("Bogus") for topic in volume)
+    assert volume["Energy | Oil"] >= 1  # the real topic keeps its own windows
+    assert volume["other"] == 100
+
+
 def window_record(now: float, volume: int, negative: int, offset: int) -> Record:
     snapshot = WindowSnapshot(
         "Energy | Oil", "1m", 60, now, volume, negative, negative / volume, 0.5, 0.2, 0.05, 9.0, ()
