@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -32,14 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from bench.checks import check_out
 from finsent.broker import EmbeddedBroker
-from finsent.config import load_config
+from finsent.config import ServiceConfig, load_config
+from finsent.errors import UsageError
 from finsent.pipeline import Service, load_engine
-from finsent.replay import Headline, live_message, load_headlines, paced
+from finsent.replay import Headline, live_message, load_headlines, paced, sigterm_as_interrupt
 from model.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "e2e.json"
+MAX_LATENCY_SECONDS = 3600.0
 
 
 def model_only(engine: Engine, texts: list[str], max_batch: int) -> float:
@@ -125,7 +129,8 @@ def latency(bootstrap: str, headlines: list[Headline], rate: float, seconds: flo
     }
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
+    """The command line, checked: a bad value exits 2 with one line naming it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model", type=Path, default=None, help="model dir (default: FINSENT_MODEL_DIR or shipped)"
@@ -134,34 +139,68 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="alternating model-only / end-to-end rounds")
-    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=20.0,
+        help=f"seconds of the latency run, above 0 and at most {MAX_LATENCY_SECONDS:g} (default 20)",
+    )
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.rounds < 1 or args.messages < 1:
-        parser.error("--rounds and --messages must be at least 1")
+        raise UsageError("--rounds and --messages must be at least 1")
+    seconds = args.latency_seconds
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_LATENCY_SECONDS):
+        raise UsageError(
+            f"--latency-seconds must be above 0 and at most {MAX_LATENCY_SECONDS:g}, got {seconds}"
+        )
+    check_out(args.out)
+    return args
 
+
+def bench_config(args: argparse.Namespace, bootstrap: str) -> ServiceConfig:
+    """The service settings of the benchmark (bad values become UsageError naming the setting)."""
+    return load_config(
+        {
+            "bootstrap_servers": bootstrap,
+            "group_id": "bench",
+            "metrics_port": 0,
+            "metrics_host": "127.0.0.1",
+            "model_dir": args.model,
+            "device": args.device,
+            "max_batch": args.max_batch,
+            "max_wait_ms": args.max_wait_ms,
+            "max_buffer": max(256, 4 * args.max_batch),
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+            "log_level": "WARNING",
+        }
+    )
+
+
+def main() -> int:
+    """Run the benchmark; a bad argument or model exits 2 with one line, Ctrl-C or SIGTERM stops the broker."""
+    try:
+        with sigterm_as_interrupt():
+            return benchmark(parse_args())
+    except UsageError as error:
+        print(f"e2e_throughput: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("e2e_throughput: interrupted", file=sys.stderr)
+        return 130
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    """Measure, write the JSON results and print the table."""
+    # Settings and model first: a bad --max-batch or --model fails before the broker starts.
+    engine = load_engine(bench_config(args, "127.0.0.1:9092"))
     all_headlines = load_headlines(ROOT / "data" / "stock_tweets_stream_2020.csv")
     headlines = [all_headlines[i % len(all_headlines)] for i in range(args.messages)]
     texts = [headline.text for headline in headlines]
     with EmbeddedBroker() as broker:
-        config = load_config(
-            {
-                "bootstrap_servers": broker.bootstrap,
-                "group_id": "bench",
-                "metrics_port": 0,
-                "metrics_host": "127.0.0.1",
-                "model_dir": args.model,
-                "device": args.device,
-                "max_batch": args.max_batch,
-                "max_wait_ms": args.max_wait_ms,
-                "max_buffer": max(256, 4 * args.max_batch),
-                "session_timeout_ms": 6000,
-                "heartbeat_interval_ms": 1000,
-                "log_level": "WARNING",
-            }
-        )
-        engine = load_engine(config)
+        config = bench_config(args, broker.bootstrap)
         model_runs: list[float] = []
         e2e_runs: list[float] = []
         for round_number in range(args.rounds):

@@ -30,17 +30,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.checks import check_out
 from bench.hf_pipeline import MultiTaskPipeline
+from finsent.errors import UsageError
 from model import DEFAULT_MODEL_DIR, Engine, cuda_usable
 from model.calibration import softmax
 from model.checkpoint import load_checkpoint
 from model.dev_eval import predict_logits
 from model.engine import CPU_BATCH_SIZE, GPU_BATCH_SIZE
-from model.manifest import read_manifest
+from model.manifest import ModelIntegrityError, read_manifest
 from model.tokenization import encode_texts, load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "model_throughput.json"
+# Half the texts come from the 5,000-row replay stream.
+MAX_TEXTS = 10_000
 
 
 def bench_texts(count: int) -> list[str]:
@@ -240,8 +244,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def main() -> int:
-    """Measure every path in interleaved rounds, each run in its own process, and write the JSON results."""
+def parse_args() -> argparse.Namespace:
+    """The command line (the orchestrator's and its workers')."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--train-dir",
@@ -253,7 +257,9 @@ def main() -> int:
     parser.add_argument(
         "--export-dir", type=Path, default=ROOT / "build" / "export", help="fp32/fp16 variants"
     )
-    parser.add_argument("--texts", type=int, default=1000)
+    parser.add_argument(
+        "--texts", type=int, default=1000, help=f"texts per path, 1 to {MAX_TEXTS} (default 1000)"
+    )
     parser.add_argument(
         "--pipeline-texts", type=int, default=300, help="texts for the slow per-message baseline"
     )
@@ -264,10 +270,44 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject counts, batch sizes, model directory or output path that cannot work, before measuring."""
+    if args.rounds < 1:
+        raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
+    if not 1 <= args.texts <= MAX_TEXTS:
+        raise UsageError(f"--texts must be from 1 to {MAX_TEXTS}, got {args.texts}")
+    if args.pipeline_texts < 1:
+        raise UsageError(f"--pipeline-texts must be at least 1, got {args.pipeline_texts}")
+    sizes = args.torch_batch_sizes.split(",")
+    if not all(size.strip().isdigit() and int(size) >= 1 for size in sizes):
+        raise UsageError(
+            f"--torch-batch-sizes must be positive integers separated by commas, got {args.torch_batch_sizes!r}"
+        )
+    try:
+        read_manifest(args.model_dir)
+    except ModelIntegrityError as error:
+        raise UsageError(f"--model-dir: {error}") from None
+    check_out(args.out)
+
+
+def main() -> int:
+    """Measure every path in interleaved rounds, each run in its own process, and write the JSON results."""
+    args = parse_args()
     if args.worker:
         return worker(args)
+    try:
+        check_args(args)
+    except UsageError as error:
+        print(f"model_throughput: error: {error}", file=sys.stderr)
+        return 2
+    return measure(args)
 
+
+def measure(args: argparse.Namespace) -> int:
+    """The measurement of checked arguments: JSON results and a table."""
     threads = os.cpu_count() or 1
     manifest = read_manifest(args.model_dir)
     texts = bench_texts(args.texts)

@@ -72,3 +72,30 @@ def test_model_benchmark_writes_every_path_with_ratios_and_agreement(tmp_path: P
     lengths = result["sequence_length_tokens"]
     assert 0 < lengths["p50"] <= lengths["p99"] <= lengths["max"] <= 32
     assert "(d) ONNX int8" in completed.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (("--rounds", "0"), "--rounds"),
+        (("--texts", "0"), "--texts"),
+        (("--texts", "100000"), "--texts"),
+        (("--model-dir", "/nonexistent"), "--model-dir"),
+        (("--torch-batch-sizes", "8,x"), "--torch-batch-sizes"),
+        (("--out", "/proc/nope/x.json"), "--out"),
+    ],
+)
+def test_model_benchmark_rejects_bad_arguments_in_one_line_before_measuring(
+    extra: tuple[str, str], named: str
+) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "model_throughput.py"), *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"model_throughput: error: {named}"), completed.stderr[
+        -2000:
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -30,13 +31,15 @@ from finsent.broker import BrokerError, EmbeddedBroker
 from finsent.commands.run import configure_logging
 from finsent.errors import UsageError
 from finsent.live_table import TopicStats, render
-from finsent.replay import Headline, load_headlines, replay
+from finsent.replay import Headline, load_headlines, replay, sigterm_as_interrupt
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
 BUNDLED_STREAM = "surge_stream.csv"
 DEFAULT_RULES = DEMO_DIR / "rules.yaml"
 DEFAULT_WEBHOOK_SECRET = "finsent-demo-secret"
 CLEAR = "\x1b[H\x1b[2J"
+MIN_RATE = 0.001
+MAX_RATE = 1_000_000.0
 # Short windows and buckets so the demo shows a surge within a minute (production: 5m/15m/1h, 10 s).
 DEMO_MONITOR = [
     "--windows",
@@ -78,7 +81,12 @@ def register(subparsers: Any) -> None:
         "is printed periodically instead.",
     )
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    parser.add_argument("--rate", type=float, default=25.0, help="replayed messages per second (default 25)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=25.0,
+        help=f"replayed messages per second, {MIN_RATE:g} to {MAX_RATE:g} (default 25)",
+    )
     parser.add_argument(
         "--file", type=Path, default=None, help="replay this CSV/JSONL instead of the bundled stream"
     )
@@ -136,15 +144,26 @@ def write_subscriptions(path: Path, webhook_url: str | None, webhook_secret: str
     path.write_text(json.dumps({"subscriptions": subscriptions}, indent=2), encoding="utf-8")
 
 
+def _positive(value: float | None, option: str, most: float = math.inf) -> None:
+    """Reject a value that is not a finite number above 0 (and at most `most`)."""
+    if value is not None and not (math.isfinite(value) and 0 < value <= most):
+        limit = "" if math.isinf(most) else f" and at most {most:g}"
+        raise UsageError(f"{option} must be a finite number above 0{limit}, got {value}")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject a duration, rate or refresh that is not a finite positive number (rate: in range) up front."""
+    _positive(args.duration, "--duration")
+    _positive(args.rate, "--rate", MAX_RATE)
+    if args.rate < MIN_RATE:
+        raise UsageError(f"--rate must be at least {MIN_RATE:g} per second, got {args.rate}")
+    _positive(args.refresh, "--refresh")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run everything until --duration or Ctrl-C; exit 0."""
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError(f"--duration must be positive, got {args.duration}")
-    if args.rate <= 0:
-        raise UsageError(f"--rate must be positive, got {args.rate}")
+    """Run everything until --duration, Ctrl-C or SIGTERM; exit 0."""
+    check_args(args)
     headlines = load_headlines(args.file or bundled_stream())
-    live = _live_terminal()
-    refresh = args.refresh or (1.0 if live else 5.0)
     configure_logging("WARNING")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # connection chatter would tear the table
     with tempfile.TemporaryDirectory(prefix="finsent-demo-") as scratch:
@@ -152,51 +171,74 @@ def run(args: argparse.Namespace) -> int:
         subscriptions = work / "subscriptions.yaml"
         write_subscriptions(subscriptions, args.webhook_url, args.webhook_secret)
         broker = EmbeddedBroker()
-        try:
-            broker.start()
-        except BrokerError as error:
-            broker.stop()
-            raise UsageError(str(error)) from None
         stop = threading.Event()
-        feeder: threading.Thread | None = None
-        service: subprocess.Popen[bytes] | None = None
-        try:
-            # The service runs as its own process, exactly as `finsent run` would.
-            command = [sys.executable, "-m", "finsent", "run", "--bootstrap-servers", broker.bootstrap]
-            command += ["--group-id", "finsent-demo", "--metrics-host", "127.0.0.1", "--log-level", "WARNING"]
-            command += ["--metrics-port", str(args.metrics_port)]
-            # Short group timings: the embedded broker holds a join for a good part of the session timeout.
-            command += ["--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000"]
-            command += ["--rules", str(args.rules or DEFAULT_RULES), "--subscriptions", str(subscriptions)]
-            command += ["--state-dir", str(work / "state"), *DEMO_MONITOR]
-            if args.model is not None:
-                command += ["--model-dir", str(args.model)]
-            service = subprocess.Popen(command)
-            feeder = threading.Thread(
-                target=_feed,
-                args=(broker.bootstrap, headlines, args.rate, stop),
-                name="demo-replay",
-                daemon=True,
-            )
-            feeder.start()
-            print(
-                f"finsent demo: broker {broker.bootstrap}, service pid {service.pid}, replaying "
-                f"{len(headlines)} headlines at {args.rate:g}/s"
-                + ("" if args.duration is None else f" for {args.duration:g}s")
-                + ("" if args.webhook_url is None else f"; alerts also to {args.webhook_url}"),
-                flush=True,
-            )
-            _show(service, broker.bootstrap, args.duration, refresh, live)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            stop.set()
-            if feeder is not None:
-                feeder.join(timeout=5)
-            if service is not None:
-                _stop_service(service)
-            broker.stop()
+        running = Running()
+        # SIGTERM stops the demo as Ctrl-C does: feeder, service and broker are stopped, exit 0.
+        with sigterm_as_interrupt():
+            try:
+                _serve(args, broker, _service_command(args, work, subscriptions), headlines, stop, running)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                stop.set()
+                if running.feeder is not None:
+                    running.feeder.join(timeout=5)
+                if running.service is not None:
+                    _stop_service(running.service)
+                broker.stop()
     return 0
+
+
+@dataclass
+class Running:
+    """What the demo started besides the broker, for the shutdown to stop."""
+
+    feeder: threading.Thread | None = None
+    service: subprocess.Popen[bytes] | None = None
+
+
+def _service_command(args: argparse.Namespace, work: Path, subscriptions: Path) -> list[str]:
+    """`python -m finsent run` with the demo's settings, less the broker address (appended by _serve)."""
+    command = [sys.executable, "-m", "finsent", "run"]
+    command += ["--group-id", "finsent-demo", "--metrics-host", "127.0.0.1", "--log-level", "WARNING"]
+    command += ["--metrics-port", str(args.metrics_port)]
+    # Short group timings: the embedded broker holds a join for a good part of the session timeout.
+    command += ["--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000"]
+    command += ["--rules", str(args.rules or DEFAULT_RULES), "--subscriptions", str(subscriptions)]
+    command += ["--state-dir", str(work / "state"), *DEMO_MONITOR]
+    if args.model is not None:
+        command += ["--model-dir", str(args.model)]
+    return command
+
+
+def _serve(
+    args: argparse.Namespace,
+    broker: EmbeddedBroker,
+    command: list[str],
+    headlines: list[Headline],
+    stop: threading.Event,
+    running: Running,
+) -> None:
+    """Start the broker, the service and the replay; show the table until --duration."""
+    try:
+        broker.start()
+    except BrokerError as error:
+        raise UsageError(str(error)) from None
+    # The service runs as its own process, exactly as `finsent run` would.
+    service = running.service = subprocess.Popen([*command, "--bootstrap-servers", broker.bootstrap])
+    running.feeder = threading.Thread(
+        target=_feed, args=(broker.bootstrap, headlines, args.rate, stop), name="demo-replay", daemon=True
+    )
+    running.feeder.start()
+    print(
+        f"finsent demo: broker {broker.bootstrap}, service pid {service.pid}, replaying "
+        f"{len(headlines)} headlines at {args.rate:g}/s"
+        + ("" if args.duration is None else f" for {args.duration:g}s")
+        + ("" if args.webhook_url is None else f"; alerts also to {args.webhook_url}"),
+        flush=True,
+    )
+    live = _live_terminal()
+    _show(service, broker.bootstrap, args.duration, args.refresh or (1.0 if live else 5.0), live)
 
 
 def _feed(bootstrap: str, headlines: list[Headline], rate: float, stop: threading.Event) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import sys
+import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,13 @@ from tqdm import tqdm
 
 from finsent.config import load_config
 from finsent.errors import UsageError
-from finsent.replay import load_headlines, replay
-from ingest import producer_config
+from finsent.replay import Headline, load_headlines, replay, sigterm_as_interrupt
+from ingest import producer_config, topic_name_problem
+
+MIN_RATE = 0.001
+MAX_RATE = 1_000_000.0
+DEFAULT_FLUSH_TIMEOUT = 30.0
+MAX_FLUSH_TIMEOUT = 3600.0
 
 
 def register(subparsers: Any) -> None:
@@ -26,17 +33,28 @@ def register(subparsers: Any) -> None:
         "produce",
         help="replay a CSV/JSONL of headlines into a Kafka topic",
         description="Send each row's 'text' (or 'headline') as a news.raw message with a fresh id and "
-        "published_at = now. Shows a progress bar and prints the final count.",
+        "published_at = now. Shows a progress bar of the messages the broker acknowledged and prints the "
+        "final count. Ctrl-C or SIGTERM stops early and still reports the count; exits 1 when the broker "
+        "did not acknowledge every message sent.",
     )
     parser.add_argument("--file", type=Path, required=True, help="CSV or JSONL with a text/headline column")
     parser.add_argument("--topic", default="news.raw", help="topic to write to (default news.raw)")
     parser.add_argument(
-        "--rate", type=float, default=None, help="messages per second (default: as fast as possible)"
+        "--rate",
+        type=float,
+        default=None,
+        help=f"messages per second, {MIN_RATE:g} to {MAX_RATE:g} (default: as fast as possible)",
     )
     parser.add_argument(
         "--loop", action="store_true", help="start over at the end of the file (until Ctrl-C)"
     )
     parser.add_argument("--count", type=int, default=None, help="stop after this many messages")
+    parser.add_argument(
+        "--flush-timeout",
+        type=float,
+        default=DEFAULT_FLUSH_TIMEOUT,
+        help=f"seconds to wait at the end for the broker's acknowledgements (default {DEFAULT_FLUSH_TIMEOUT:g})",
+    )
     parser.add_argument(
         "--bootstrap-servers", default=None, help="Kafka bootstrap servers (default: settings)"
     )
@@ -44,19 +62,107 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _progress(bar: tqdm[Any]) -> Callable[[int], None]:
-    def update(count: int) -> None:
-        bar.update(count)
+class Delivery:
+    """Messages queued, acknowledged and refused; the callbacks run on the producer's I/O thread."""
 
-    return update
+    def __init__(self) -> None:
+        self.queued = 0
+        self.acked = 0
+        self.failed = 0
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def track(self, future: Any) -> None:
+        """Count a send's future when the broker acknowledges or refuses it."""
+        self.queued += 1
+        future.add_callback(self._acknowledged)
+        future.add_errback(self._refused)
+
+    def _acknowledged(self, _metadata: Any) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def _refused(self, error: BaseException) -> None:
+        with self._lock:
+            self.failed += 1
+            self.error = f"{type(error).__name__}: {error}"
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject a bad topic, rate, count or flush timeout before anything connects."""
+    problem = topic_name_problem(args.topic)
+    if problem is not None:
+        raise UsageError(f"--topic {problem}")
+    if args.rate is not None and not (math.isfinite(args.rate) and MIN_RATE <= args.rate <= MAX_RATE):
+        raise UsageError(
+            f"--rate must be a number from {MIN_RATE:g} to {MAX_RATE:g} per second, got {args.rate}"
+        )
+    if args.count is not None and args.count < 1:
+        raise UsageError(f"--count must be at least 1, got {args.count}")
+    timeout = args.flush_timeout
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_FLUSH_TIMEOUT):
+        raise UsageError(
+            f"--flush-timeout must be more than 0 and at most {MAX_FLUSH_TIMEOUT:g}, got {timeout}"
+        )
+
+
+def _drain(producer: KafkaProducer, timeout: float) -> bool:
+    """Wait for the broker's answer to every queued message; False when it did not come in time."""
+    try:
+        producer.flush(timeout=timeout)
+    except (KafkaError, KeyboardInterrupt):  # timed out, or a second Ctrl-C/SIGTERM: stop waiting
+        return False
+    return True
+
+
+def _close(producer: KafkaProducer, drained: bool) -> None:
+    """Close the producer; abandon undelivered messages rather than hang or raise at exit."""
+    if not drained:
+        # kafka-python's close() flushes first and raises (also later, from atexit and __del__) while
+        # records are pending: stop its I/O thread without sending them, which fails their futures.
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+            sender.join(5)
+    with contextlib.suppress(KafkaError):
+        producer.close(timeout=5 if drained else 1)
+
+
+def _send_all(
+    args: argparse.Namespace,
+    headlines: list[Headline],
+    producer: KafkaProducer,
+    delivery: Delivery,
+    bar: tqdm[Any],
+) -> None:
+    """Replay the file until done, --count, Ctrl-C or SIGTERM, or a send the client refuses."""
+
+    def send(message: dict[str, Any]) -> None:
+        value = json.dumps(message, ensure_ascii=False).encode("utf-8")
+        delivery.track(producer.send(args.topic, value=value))
+
+    def progress(_count: int) -> None:
+        bar.update(delivery.acked - bar.n)
+
+    try:
+        replay(
+            send,
+            headlines,
+            source=f"replay:{args.file.name}",
+            rate=args.rate,
+            loop=args.loop,
+            progress=progress,
+            limit=args.count,
+        )
+    except KeyboardInterrupt:
+        pass
+    except KafkaError as error:
+        delivery.error = f"{type(error).__name__}: {error}"
 
 
 def run(args: argparse.Namespace) -> int:
-    """Replay the file; Ctrl-C stops early and still reports the count."""
-    if args.rate is not None and args.rate <= 0:
-        raise UsageError(f"--rate must be positive, got {args.rate}")
-    if args.count is not None and args.count < 1:
-        raise UsageError(f"--count must be at least 1, got {args.count}")
+    """Replay the file; Ctrl-C or SIGTERM stops early and still reports the count."""
+    check_args(args)
     config = load_config({"bootstrap_servers": args.bootstrap_servers}, args.config)
     headlines = load_headlines(args.file)
     if not headlines:
@@ -67,29 +173,32 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"bootstrap_servers {config.bootstrap_servers}: cannot connect: {error}") from None
     total = args.count or (None if args.loop else len(headlines))
     started = time.monotonic()
-    sent = 0
-
-    def send(message: dict[str, Any]) -> None:
-        producer.send(args.topic, value=json.dumps(message, ensure_ascii=False).encode("utf-8"))
-
-    with tqdm(total=total, unit="msg", desc=f"produce {args.topic}", file=sys.stderr) as bar:
+    delivery = Delivery()
+    drained = False
+    with sigterm_as_interrupt():
         try:
-            sent = replay(
-                send,
-                headlines,
-                source=f"replay:{args.file.name}",
-                rate=args.rate,
-                loop=args.loop,
-                progress=_progress(bar),
-                limit=args.count,
-            )
-        except KeyboardInterrupt:
-            sent = int(bar.n)
+            with tqdm(total=total, unit="msg", desc=f"produce {args.topic}", file=sys.stderr) as bar:
+                _send_all(args, headlines, producer, delivery, bar)
+                drained = _drain(producer, args.flush_timeout)
+                bar.update(delivery.acked - bar.n)
         finally:
-            producer.flush(timeout=60)
-            producer.close(timeout=10)
-    elapsed = max(time.monotonic() - started, 1e-9)
+            _close(producer, drained)
+    if not drained:
+        delivery.error = f"no answer within --flush-timeout {args.flush_timeout:g}s"
+    return _report(args, config.bootstrap_servers, delivery, time.monotonic() - started)
+
+
+def _report(args: argparse.Namespace, servers: str, delivery: Delivery, elapsed: float) -> int:
+    """Print the count of acknowledged messages; 1 when some were not acknowledged."""
+    acked = delivery.acked
+    target = f"to {args.topic} at {servers}"
+    if acked == delivery.queued and delivery.error is None:
+        print(f"produced {acked} messages {target} ({acked / max(elapsed, 1e-9):.0f} msg/s)")
+        return 0
+    reason = f" (last error: {delivery.error})" if delivery.error else ""
     print(
-        f"produced {sent} messages to {args.topic} at {config.bootstrap_servers} ({sent / elapsed:.0f} msg/s)"
+        f"finsent produce: produced {acked} of {delivery.queued} messages {target}; "
+        f"the broker did not acknowledge the rest{reason}",
+        file=sys.stderr,
     )
-    return 0
+    return 1
