@@ -54,7 +54,7 @@ class AlertmanagerSender:
         with unsendable_is_permanent(f"subscription {subscription.name!r}: cannot send"):
             body = json.dumps([alertmanager_alert(subscription, event, now)]).encode("utf-8")
             headers = {IDEMPOTENCY_HEADER: event.notification_key}
-            post_json(f"{subscription.url}/api/v2/alerts", body, headers, subscription.timeout_s)
+        post_json(f"{subscription.url}/api/v2/alerts", body, headers, subscription.timeout_s)
 
     def close(self) -> None:
         """Nothing to release: every request opens its own connection."""

@@ -110,7 +110,7 @@ class WebhookSender:
                 SIGNATURE_HEADER: sign(subscription.secret, timestamp, body),
                 IDEMPOTENCY_HEADER: event.notification_key,
             }
-            post_json(subscription.url, body, headers, subscription.timeout_s)
+        post_json(subscription.url, body, headers, subscription.timeout_s)
 
     def close(self) -> None:
         """Nothing to release: every request opens its own connection."""

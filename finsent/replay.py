@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import signal
 import threading
@@ -14,7 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from finsent.errors import UsageError
 from finsent.tables import load_table, row_texts
+
+# Pacing bounds: below MIN_RATE the sleep between messages overflows; above MAX_RATE pacing means nothing.
+MIN_RATE = 0.001
+MAX_RATE = 1_000_000.0
 
 CASHTAG = re.compile(r"\$([A-Za-z][A-Za-z.]{0,9})\b")
 
@@ -55,6 +61,12 @@ def live_message(headline: Headline, source: str) -> dict[str, Any]:
         "source": source,
         "tickers": list(headline.tickers) or None,
     }
+
+
+def check_rate(rate: float | None) -> None:
+    """UsageError unless rate is None (as fast as possible) or a number from MIN_RATE to MAX_RATE."""
+    if rate is not None and not (math.isfinite(rate) and MIN_RATE <= rate <= MAX_RATE):
+        raise UsageError(f"--rate must be a number from {MIN_RATE:g} to {MAX_RATE:g} per second, got {rate}")
 
 
 def paced(

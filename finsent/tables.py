@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from finsent.errors import UsageError
+from finsent.errors import UsageError, first_line
 from ingest.contract import TEXT_FIELDS
 
 
@@ -66,8 +66,7 @@ def load_table(path: Path) -> Table:
         try:
             frame = pd.read_csv(path, keep_default_na=False, dtype=str, encoding="utf-8")
         except (ValueError, pd.errors.ParserError) as error:
-            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise UsageError(f"{path}: cannot parse as CSV: {first_line}") from None
+            raise UsageError(f"{path}: cannot parse as CSV: {first_line(error)}") from None
         table = Table(path, frame, None)
     if len(table.frame) == 0:
         raise UsageError(f"{path}: has a header but no rows")

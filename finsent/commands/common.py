@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from finsent.errors import UsageError
+from finsent.errors import UsageError, first_line
 from model import DEFAULT_MODEL_DIR, Engine, ModelIntegrityError
 from model.tokenization import MIN_MAX_TOKENS
 
@@ -64,7 +64,5 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
     except (ModelIntegrityError, ValueError, RuntimeError, OSError) as error:
         raise UsageError(str(error)) from None
     except Exception as error:  # the tokenizers library raises a bare Exception on a corrupt tokenizer.json
-        first_line = (str(error).splitlines() or [""])[0]
-        raise UsageError(
-            f"{args.model}: cannot load the model ({type(error).__name__}: {first_line})"
-        ) from None
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        raise UsageError(f"{args.model}: cannot load the model ({reason})") from None

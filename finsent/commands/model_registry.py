@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from finsent.errors import UsageError
+from finsent.errors import UsageError, first_line
 from model.engine import Engine
 from model.manifest import DEFAULT_MODEL_DIR, ModelIntegrityError
 from model.registry import ModelRegistry, RegistryError, check_version_name
@@ -96,5 +96,4 @@ def check_model_serves(model_dir: Path) -> None:
         raise
     # tokenizers and ONNX Runtime raise bare Exception subclasses for corrupt files.
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelIntegrityError(f"{model_dir} does not load: {reason}") from None
+        raise ModelIntegrityError(f"{model_dir} does not load: {first_line(error)}") from None

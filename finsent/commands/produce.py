@@ -18,11 +18,17 @@ from tqdm import tqdm
 
 from finsent.config import load_config
 from finsent.errors import UsageError
-from finsent.replay import Headline, load_headlines, replay, sigterm_as_interrupt
+from finsent.replay import (
+    MAX_RATE,
+    MIN_RATE,
+    Headline,
+    check_rate,
+    load_headlines,
+    replay,
+    sigterm_as_interrupt,
+)
 from ingest import producer_config, topic_name_problem
 
-MIN_RATE = 0.001
-MAX_RATE = 1_000_000.0
 DEFAULT_FLUSH_TIMEOUT = 30.0
 MAX_FLUSH_TIMEOUT = 3600.0
 
@@ -93,10 +99,7 @@ def check_args(args: argparse.Namespace) -> None:
     problem = topic_name_problem(args.topic)
     if problem is not None:
         raise UsageError(f"--topic {problem}")
-    if args.rate is not None and not (math.isfinite(args.rate) and MIN_RATE <= args.rate <= MAX_RATE):
-        raise UsageError(
-            f"--rate must be a number from {MIN_RATE:g} to {MAX_RATE:g} per second, got {args.rate}"
-        )
+    check_rate(args.rate)
     if args.count is not None and args.count < 1:
         raise UsageError(f"--count must be at least 1, got {args.count}")
     timeout = args.flush_timeout
