@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from finsent.errors import UsageError
+from finsent.errors import UsageError, check_folder_path
 from finsent.settings_file import parse_bool, read_settings_file
 from ingest import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -330,11 +330,8 @@ def _check_combinations(config: ServiceConfig) -> None:
         if path is not None and not path.is_file():
             raise UsageError(f"{name}: no such file {path}")
     for name in ("state_dir", "registry"):
-        path = getattr(config, name)
-        # The nearest part of the path that exists must be a folder, or the stage fails to create it.
-        existing = next((part for part in (path, *path.parents) if part.exists()), None) if path else None
-        if existing is not None and not existing.is_dir():
-            raise UsageError(f"{name}: {path}: {existing} is a file, not a folder")
+        if getattr(config, name) is not None:
+            check_folder_path(getattr(config, name), f"{name}:")
 
 
 def _check_kafka(config: ServiceConfig) -> None:

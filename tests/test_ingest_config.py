@@ -91,8 +91,8 @@ def test_every_option_has_a_distinct_flag_and_env_name() -> None:
         ({"output_topic": "bad topic!"}, {}, "output_topic: 'bad topic!' is not a legal Kafka topic name"),
         ({"windows_topic": "w" * 250}, {}, "windows_topic:"),
         ({"dlq_topic": "."}, {}, "dlq_topic: '.' is not a legal"),
-        ({}, {"FINSENT_STATE_DIR": __file__}, "is a file, not a folder"),
-        ({}, {"FINSENT_STATE_DIR": __file__ + "/sub"}, "is a file, not a folder"),
+        ({}, {"FINSENT_STATE_DIR": __file__}, "is not a folder"),
+        ({}, {"FINSENT_STATE_DIR": __file__ + "/sub"}, "is not a folder"),
         ({}, {"FINSENT_STATE_DIR": ""}, "FINSENT_STATE_DIR: must not be empty"),  # was the current folder
         ({"eval_interval": 10**400}, {}, "--eval-interval: 1" + "0" * 19 + "... is too large"),
     ],

@@ -47,7 +47,8 @@ def test_settings_come_from_flags_over_the_config_file(tmp_path: Path) -> None:
         (["--registry", "r", "--max-tokens", "4"], "--max-tokens: must be at least 8"),
         (["--registry", "r", "--keep", "1"], "--keep: must be at least 2"),
         (["--registry", "r", "--gold-share", "101"], "gold_share must be in 1..100"),
-        (["--registry", __file__], "exists and is not a folder"),
+        (["--registry", __file__], "is not a folder"),
+        (["--registry", __file__ + "/sub"], f"{__file__} is not a folder"),
     ],
 )
 def test_bad_settings_exit_2_naming_the_field(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from finsent.errors import UsageError
+from finsent.errors import UsageError, check_folder_path
 
 SHIPPED_VARIANTS = ("int8",)
 # What export reads from the training report's config: the dev split and the token budget.
@@ -89,9 +89,7 @@ def check_arguments(args: argparse.Namespace) -> str:
         check_version_name(version)  # the registry's rule: `model import` would refuse it later
     except RegistryError as error:
         raise UsageError(f"--version: {error}") from None
-    existing = next((p for p in (args.out, *args.out.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UsageError(f"--out {args.out}: {existing} is not a folder")
+    check_folder_path(args.out, "--out")
     return version
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from finsent.errors import UsageError
+from finsent.errors import UsageError, check_folder_path
 from finsent.settings_file import parse_bool, read_settings_file
 
 DEFAULT_SCHEDULE = "0 3 * * 0"
@@ -145,8 +145,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
             values[setting.name] = setting.default
     if values["registry"] is None:
         raise UsageError("--registry (or `registry:` in --config) is required")
-    if values["registry"].exists() and not values["registry"].is_dir():
-        raise UsageError(f"--registry {values['registry']}: exists and is not a folder")
+    check_folder_path(values["registry"], "--registry")
     if values["gold_share"] > 100:
         raise UsageError(f"gold_share must be in 1..100, got {values['gold_share']}")
     if values["data_dir"] is not None and not values["data_dir"].is_dir():
