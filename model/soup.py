@@ -30,6 +30,23 @@ def _setting(config: dict[str, Any], key: str) -> Any:
     return recorded_data_dir(data_dir_of(str(value))) if key == "data_dir" else value
 
 
+def _summed_label_distribution(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """{"label_distribution": per-task label counts summed over the ingredients}, or {} if one lacks them.
+
+    Serving compares its predictions with this (drift); an image ships no training data to recount.
+    """
+    distributions = [report["data"].get("label_distribution") for report in reports]
+    if not all(isinstance(distribution, dict) for distribution in distributions):
+        return {}
+    tasks = distributions[0].keys()
+    return {
+        "label_distribution": {
+            task: [sum(counts) for counts in zip(*(d[task] for d in distributions), strict=True)]
+            for task in tasks
+        }
+    }
+
+
 def soup(
     checkpoints: list[Path], out_dir: Path, log: Callable[[str], None] = log_to_stderr
 ) -> dict[str, Any]:
@@ -85,6 +102,7 @@ def soup(
             "dev_rows_by_source": dev_rows.groupby("source").size().to_dict(),
             "dev_topic_rows": calibrated["topic"]["support"],
             "dev_sentiment_rows": calibrated["sentiment"]["support"],
+            **_summed_label_distribution(reports),
         },
         "ingredients_dev": [
             {

@@ -92,3 +92,14 @@ def test_order_seed_is_part_of_the_rebuild_command_only_when_set() -> None:
 def test_layer_decay_is_part_of_the_rebuild_command_only_when_set() -> None:
     assert "--layer-decay" not in train_command(stage_config())
     assert train_command(stage_config(layer_decay=0.85)).endswith("--layer-decay 0.85")
+
+
+def test_shipped_manifest_carries_the_drift_reference() -> None:
+    """Serving compares predictions with the training label counts; an image has no data/ to recount."""
+    from model import read_manifest
+    from model.drift import reference_from_manifest
+
+    reference = reference_from_manifest(read_manifest(DEFAULT_MODEL_DIR))
+    assert reference is not None
+    assert len(reference["topic"]) == 20 and len(reference["sentiment"]) == 3
+    assert min(reference["topic"]) > 0 and min(reference["sentiment"]) > 0

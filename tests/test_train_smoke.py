@@ -37,6 +37,10 @@ def test_train_a_few_steps_writes_checkpoint_and_report(tmp_path: Path) -> None:
     assert main(["soup", "--out", str(soup_dir), str(out / "checkpoint"), str(out / "checkpoint")]) == 0
     soup_report = json.loads((soup_dir / "training_report.json").read_text())
     assert soup_report["config"]["soup_of"] == [str(out / "checkpoint")] * 2
+    # Serving's drift reference: the ingredients' label counts, summed (an image has no data/ to recount).
+    assert soup_report["data"]["label_distribution"] == {
+        task: [2 * count for count in counts] for task, counts in report["data"]["label_distribution"].items()
+    }
     souped = load_checkpoint(soup_dir / "checkpoint").state_dict()
     for name, tensor in network.state_dict().items():
         assert (souped[name] - tensor).abs().max() < 1e-6, name
