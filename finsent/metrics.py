@@ -16,6 +16,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ingest import InvalidReason
+from ingest.observer import STREAM_ERROR_KINDS
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -102,6 +105,11 @@ class ServiceMetrics:
             ["task"],
             registry=r,
         )
+        # Bounded label sets exist at 0 from the start, so rate()/increase() see their first event.
+        for reason in InvalidReason:
+            self.invalid_total.labels(reason=reason.value)
+        for kind in STREAM_ERROR_KINDS:
+            self.errors_total.labels(kind=kind)
 
     def set_model(self, version: str, variant: str, provider: str) -> None:
         """Publish finsent_model_info (an Info holds one label set: the previous version's is replaced)."""
@@ -146,6 +154,10 @@ class ServiceMetrics:
     def lag(self, topic: str, partition: int, messages: int) -> None:
         """Set one partition's lag."""
         self.lag_messages.labels(topic=topic, partition=str(partition)).set(messages)
+
+    def forget_lag(self, topic: str, partition: int) -> None:
+        """Remove one partition's lag series (it moved to another replica, which reports it now)."""
+        self.lag_messages.remove(topic, str(partition))
 
     def committed(self, partitions: int) -> None:
         """Count one accepted commit."""

@@ -30,6 +30,9 @@ from ingest.scored import Classifier, check_result, scored_record
 
 log = logging.getLogger("ingest.loop")
 
+# How long a lag report may wait for the end offsets of partitions not fetched yet (no high watermark).
+END_OFFSETS_TIMEOUT_MS = 500
+
 
 @dataclass(frozen=True)
 class LoopSettings:
@@ -151,6 +154,9 @@ class StreamLoop:
         self._consumer: Any = None
         self._producer: Any = None
         self._assignment: set[Partition] = set()
+        # Guards the assignment against the rebalance callbacks (kafka-python's IO thread), so a lag
+        # report never re-creates the series of a partition that was just revoked.
+        self._lag_lock = threading.Lock()
         self._paused = False
         self._ready = False
         self._joined = False
@@ -413,7 +419,7 @@ class StreamLoop:
 
     def _apply_backpressure(self) -> None:
         full = len(self._batcher) >= self.settings.max_buffer
-        partitions = [TopicPartition(*tp) for tp in self._assignment]
+        partitions = [TopicPartition(*tp) for tp in list(self._assignment)]  # a copy: see _lag_lock
         if full and not self._paused and partitions:
             self._consumer.pause(*partitions)
             self._paused = True
@@ -423,11 +429,48 @@ class StreamLoop:
         self.observer.state(self._ready, self._paused, len(self._batcher))
 
     def _report_lag(self) -> None:
-        for partition in self._assignment:
-            high = self._consumer.highwater(TopicPartition(*partition))
-            position = self._tracker.next_offset(partition)
-            if high is not None and position is not None:
-                self.observer.lag(partition.topic, partition.partition, max(0, high - position))
+        """Report every owned partition's lag: high watermark minus the next offset to read."""
+        with self._lag_lock:
+            owned = sorted(self._assignment)
+        positions: dict[Partition, int] = {}
+        highs: dict[Partition, int] = {}
+        for partition in owned:
+            tp = TopicPartition(*partition)
+            try:
+                position = self._tracker.next_offset(partition)
+                if position is None:
+                    # Owned but nothing polled from it yet (a backlog drains one partition at a time):
+                    # the consumer's position, i.e. the committed offset. timeout_ms=0 never waits for
+                    # the coordinator; it answers None until the position is known.
+                    position = self._consumer.position(tp, timeout_ms=0)
+                high = self._consumer.highwater(tp)
+            except KafkaError as error:  # e.g. revoked meanwhile on the IO thread (IllegalStateError)
+                log.debug("no lag for %s: %s", partition, error)
+                continue
+            if position is None:
+                continue
+            positions[partition] = position
+            if high is not None:
+                highs[partition] = high
+        unfetched = [partition for partition in positions if partition not in highs]
+        if unfetched:
+            highs.update(self._end_offsets(unfetched))
+        with self._lag_lock:
+            for partition, position in positions.items():
+                if partition in self._assignment and partition in highs:
+                    lag = max(0, highs[partition] - position)
+                    self.observer.lag(partition.topic, partition.partition, lag)
+
+    def _end_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """End offsets of partitions without a fetch response yet; empty if the broker is slow to answer."""
+        try:
+            ends = self._consumer.end_offsets(
+                [TopicPartition(*partition) for partition in partitions], timeout_ms=END_OFFSETS_TIMEOUT_MS
+            )
+        except KafkaError as error:
+            log.debug("no end offsets for %s: %s", partitions, error)
+            return {}
+        return {Partition(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
 
     def _set_ready(self, ready: bool) -> None:
         # Ready means: joined the group (an assignment arrived) and the last broker round trip worked.
@@ -463,7 +506,11 @@ class StreamLoop:
             self._sent.clear()
         self._batcher.discard(lambda pending: pending.partition in partitions)
         self._tracker.forget(partitions)
-        self._assignment -= partitions
+        with self._lag_lock:
+            self._assignment -= partitions
+            # The new owner reports these; a stale copy here would win Prometheus' max per partition.
+            for partition in partitions:
+                self.observer.forget_lag(partition.topic, partition.partition)
         self._paused = False
         self._joined = False  # until the next assignment arrives
         self._set_ready(False)
@@ -473,7 +520,8 @@ class StreamLoop:
         """Start owning partitions (positions come from the group's committed offsets)."""
         log.info("partitions assigned: %s", sorted(partitions))
         self._tracker.forget(partitions)
-        self._assignment |= partitions
+        with self._lag_lock:
+            self._assignment |= partitions
         self._paused = False
         self._joined = True
         self._set_ready(True)

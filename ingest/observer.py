@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+# Every kind the loop passes to Observer.error (a bounded set: it is a metric label).
+STREAM_ERROR_KINDS = ("connect", "broker", "produce", "commit")
+
 
 class Observer(Protocol):
     """What the loop reports; every method must be cheap and must not raise."""
@@ -23,11 +26,14 @@ class Observer(Protocol):
     def lag(self, topic: str, partition: int, messages: int) -> None:
         """Consumer lag of one partition (high watermark minus next offset)."""
 
+    def forget_lag(self, topic: str, partition: int) -> None:
+        """A partition moved away (revoked or lost): stop reporting its lag; its new owner does."""
+
     def committed(self, partitions: int) -> None:
         """An offset commit the broker accepted."""
 
     def error(self, kind: str) -> None:
-        """A recoverable failure (kind: produce, commit, connect, classify, poll)."""
+        """A recoverable failure (kind: one of STREAM_ERROR_KINDS)."""
 
     def state(self, ready: bool, paused: bool, buffered: int) -> None:
         """Readiness (in the group, broker reachable), backpressure and buffer size."""
@@ -49,6 +55,9 @@ class NullObserver:
         """Ignore."""
 
     def lag(self, topic: str, partition: int, messages: int) -> None:
+        """Ignore."""
+
+    def forget_lag(self, topic: str, partition: int) -> None:
         """Ignore."""
 
     def committed(self, partitions: int) -> None:

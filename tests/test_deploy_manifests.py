@@ -26,6 +26,9 @@ from finsent.config import CONFIG_ENV, OPTIONS, OPTIONS_BY_NAME, load_config
 from tests.integration.prometheus_fixture import DEPLOY, ROOT
 
 K8S = DEPLOY / "k8s"
+# The GPU overlay: the base plus GPU classify replicas and their model volume. A sibling of the base,
+# not inside it: kustomize refuses an overlay whose base directory contains it (a cycle).
+GPU = DEPLOY / "k8s-gpu"
 DOCKER = DEPLOY / "docker"
 KNOWN_ENV = {option.env for option in OPTIONS} | {CONFIG_ENV}
 
@@ -36,7 +39,7 @@ def compose() -> dict[str, Any]:
 
 
 def k8s_documents() -> Iterator[tuple[Path, dict[str, Any]]]:
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted([*K8S.glob("*.yaml"), *GPU.glob("*.yaml")]):
         for document in yaml.safe_load_all(path.read_text()):
             if document:
                 yield path, document
@@ -137,10 +140,38 @@ def test_compose_finsent_commands_are_valid_cli_invocations() -> None:
         assert isinstance(command, list) and "entrypoint" not in service, name
         stages[name] = check_finsent_command(command, service.get("environment", {}), compose_mounts(service))
     assert stages == {"finsent": "all", "finsent-gpu": "classify", "replay": "produce"}
-    # Prometheus scrapes the service name and port the finsent container listens on.
-    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"][0]
-    assert scrape["static_configs"][0]["targets"] == ["finsent:9464"]
     assert "9464:9464" in services["finsent"]["ports"]
+
+
+def test_prometheus_scrapes_every_compose_service_that_serves_metrics() -> None:
+    """Every `finsent run` service (the GPU replica under --profile gpu too) is a target of job finsent,
+    found by DNS so that a service that is not running is no target (not a target that is down)."""
+    services = compose()["services"]
+    serving = {
+        name
+        for name, service in services.items()
+        if service.get("image", "").startswith("finsent:") and service["command"][0] == "run"
+    }
+    assert serving == {"finsent", "finsent-gpu"}
+    (scrape,) = [
+        job
+        for job in yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+        if job["job_name"] == "finsent"
+    ]
+    assert "static_configs" not in scrape
+    (dns,) = scrape["dns_sd_configs"]
+    assert dns["type"] == "A" and set(dns["names"]) == serving
+    assert dns["port"] == OPTIONS_BY_NAME["metrics_port"].default == 9464  # the port every replica serves
+
+
+def test_compose_services_without_an_http_server_disable_the_image_healthcheck() -> None:
+    """The images' HEALTHCHECK polls /healthz; only `finsent run` serves it (`produce` would be unhealthy)."""
+    for name, service in compose()["services"].items():
+        if not service.get("image", "").startswith("finsent:"):
+            continue
+        serves_http = service["command"][0] == "run"
+        disabled = service.get("healthcheck", {}).get("disable") is True
+        assert disabled != serves_http, f"{name}: healthcheck {service.get('healthcheck')}"
 
 
 def test_docker_compose_config_when_available() -> None:
@@ -278,8 +309,7 @@ def test_kustomization_lists_every_manifest_and_config_file() -> None:
     resources = set(kustomization["resources"])
     for name in resources:
         assert (K8S / name).is_file(), name
-    optional = {"classify-gpu.yaml", "kustomization.yaml"}
-    assert {path.name for path in K8S.glob("*.yaml")} - optional == resources
+    assert {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml"} == resources
     (generator,) = kustomization["configMapGenerator"]
     for name in generator["files"]:
         assert (K8S / name).is_file(), name
@@ -287,31 +317,80 @@ def test_kustomization_lists_every_manifest_and_config_file() -> None:
     assert set(settings) <= set(OPTIONS_BY_NAME)
 
 
-def test_kubectl_kustomize_builds_when_available() -> None:
+def test_gpu_overlay_adds_the_gpu_deployment_and_its_model_volume_to_the_base() -> None:
+    kustomization = yaml.safe_load((GPU / "kustomization.yaml").read_text())
+    assert (GPU / kustomization["resources"][0]).resolve() == K8S  # the whole base first
+    assert kustomization["namespace"] == "finsent"  # what the base's objects get
+    own = set(kustomization["resources"][1:])
+    assert own == {path.name for path in GPU.glob("*.yaml")} - {"kustomization.yaml", "models-loader.yaml"}
+    (gpu,) = [d for p, d in k8s_documents() if p.parent == GPU and d["kind"] == "Deployment"]
+    pod = gpu["spec"]["template"]["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    defined = {d["metadata"]["name"] for p, d in k8s_documents() if d["kind"] == "PersistentVolumeClaim"}
+    assert claims and claims <= defined
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert args[args.index("--device") + 1] == "cuda"
+    model_dir = args[args.index("--model-dir") + 1]
+    (models,) = [m for m in container["volumeMounts"] if model_dir.startswith(m["mountPath"] + "/")]
+    assert models["readOnly"] is True
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def kustomize_build(directory: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize DIR`, parsed (skipped where kubectl is absent)."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("no kubectl here")
     result = subprocess.run(
-        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=False
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    built = [document for document in yaml.safe_load_all(result.stdout) if document]
+    return [document for document in yaml.safe_load_all(result.stdout) if document]
+
+
+def check_built_references(built: list[dict[str, Any]]) -> None:
+    """Every Deployment mounts the generated ConfigMap by its hashed name and claims PVCs that the build
+    defines, all in namespace finsent."""
+    (config_map,) = [d for d in built if d["kind"] == "ConfigMap"]
+    assert re.fullmatch(r"finsent-config-[a-z0-9]{10}", config_map["metadata"]["name"])
+    claims = {d["metadata"]["name"] for d in built if d["kind"] == "PersistentVolumeClaim"}
+    for document in built:
+        if document["kind"] != "Namespace":
+            assert document["metadata"]["namespace"] == "finsent", document["metadata"]["name"]
+        if document["kind"] == "Deployment":
+            volumes = document["spec"]["template"]["spec"]["volumes"]
+            names = {v["configMap"]["name"] for v in volumes if "configMap" in v}
+            assert names == {config_map["metadata"]["name"]}, document["metadata"]["name"]
+            used = {v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v}
+            assert used <= claims, document["metadata"]["name"]
+
+
+def test_kubectl_kustomize_builds_when_available() -> None:
+    built = kustomize_build(K8S)
     kinds = sorted(document["kind"] for document in built)
     assert kinds.count("Deployment") == 3
     assert {"ScaledObject", "ServiceMonitor", "PodDisruptionBudget", "PrometheusRule", "ConfigMap"} <= set(
         kinds
     )
-    # The generated ConfigMap's hashed name is what the Deployments mount.
-    (config_map,) = [d for d in built if d["kind"] == "ConfigMap"]
-    for document in built:
-        if document["kind"] == "Deployment":
-            names = {
-                v["configMap"]["name"]
-                for v in document["spec"]["template"]["spec"]["volumes"]
-                if "configMap" in v
-            }
-            assert names == {config_map["metadata"]["name"]}
-            assert document["metadata"]["namespace"] == "finsent"
+    check_built_references(built)
+
+
+def test_kubectl_kustomize_builds_the_gpu_overlay_when_available() -> None:
+    """The GPU Deployment gets the base's namespace, hashed ConfigMap name and labels; its model PVC exists."""
+    built = kustomize_build(GPU)
+    deployments = {d["metadata"]["name"]: d for d in built if d["kind"] == "Deployment"}
+    assert set(deployments) == {
+        "finsent-classify",
+        "finsent-monitor",
+        "finsent-alerts",
+        "finsent-classify-gpu",
+    }
+    check_built_references(built)
+    gpu = deployments["finsent-classify-gpu"]
+    assert gpu["metadata"]["labels"]["app.kubernetes.io/part-of"] == "finsent"
+    base = {(d["kind"], d["metadata"]["name"]) for d in kustomize_build(K8S)}
+    assert base <= {(d["kind"], d["metadata"]["name"]) for d in built}  # the whole base, unchanged names
 
 
 # ---------------------------------------------------------------- Dockerfiles
