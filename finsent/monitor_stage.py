@@ -11,13 +11,15 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from finsent.config import ServiceConfig
@@ -33,14 +35,15 @@ CLOCK_KEY = "stage_clock"
 
 
 class MonitorClock:
-    """Event-time clock of the monitor: the latest event time plus wall time elapsed since it advanced.
+    """Event-time clock of the monitor: the latest event time plus the time elapsed since it advanced.
 
-    A historical replay moves it as fast as its events; an idle stream moves it with the wall clock,
-    so windows empty and alerts resolve even when nothing arrives. It never goes backwards.
+    A historical replay moves it as fast as its events; an idle stream moves it with elapsed time,
+    so windows empty and alerts resolve even when nothing arrives. Elapsed time is monotonic, so a
+    step of the wall clock (NTP, a resumed VM) neither jumps it ahead nor moves it back.
     """
 
-    def __init__(self, wall: Callable[[], float] = time.time) -> None:
-        self._wall = wall
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
         self._anchor: float | None = None
         self._anchored_at = 0.0
 
@@ -51,13 +54,33 @@ class MonitorClock:
         current = self.now()
         if current is None or event_time > current:
             self._anchor = event_time
-            self._anchored_at = self._wall()
+            self._anchored_at = self._monotonic()
 
     def now(self) -> float | None:
         """The clock's reading, None before any event time was seen."""
         if self._anchor is None:
             return None
-        return self._anchor + max(0.0, self._wall() - self._anchored_at)
+        return self._anchor + max(0.0, self._monotonic() - self._anchored_at)
+
+
+@lru_cache(maxsize=1024)
+def _key_hash(key: str) -> int:
+    return int(murmur2(key.encode("utf-8"))) & 0x7FFFFFFF
+
+
+def key_partition(key: str, partitions: Sequence[int]) -> int:
+    """The partition kafka-python's default partitioner (murmur2, as Java's) picks for ``key``."""
+    ordered = sorted(partitions)
+    return ordered[_key_hash(key) % len(ordered)]
+
+
+def _saved_clock(value: object) -> float | None:
+    """The checkpoint's monitor clock (None in a checkpoint saved before any event); ValueError if bad."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{CLOCK_KEY} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def event_time_of(record: Mapping[str, Any], kafka_timestamp_ms: int | None) -> float:
@@ -193,7 +216,7 @@ class MonitorStage(ConsumerStage):
         self.checkpoint_path: Path = config.state_dir / CHECKPOINT_FILE
         self._wall = wall
         self._monotonic = monotonic
-        self.clock = MonitorClock(wall)
+        self.clock = MonitorClock(monotonic)
         self.monitor = self._restore()
         self.metrics = MonitorMetrics(registry)
         self.malformed = Counter(
@@ -228,10 +251,13 @@ class MonitorStage(ConsumerStage):
         self._last_checkpoint = monotonic()
         self._checkpointed_clock = self.clock.now()
         self._dirty = False
+        self._published: set[str] = set()  # topics of the last evaluation, to drop their gauges later
+        self._partitions: list[int] = []  # news.scored's partitions, from the consumer's metadata
 
     # ------------------------------------------------------------------- state
 
     def _restore(self) -> Monitor:
+        """The monitor and clock saved in the checkpoint; RuntimeError naming the file if it is unusable."""
         try:
             state = load_checkpoint(self.checkpoint_path)
         except ValueError as error:
@@ -239,11 +265,26 @@ class MonitorStage(ConsumerStage):
         if state is None:
             log.info("monitor stage: no checkpoint at %s; starting empty", self.checkpoint_path)
             return Monitor(self.monitor_config)
-        monitor = Monitor.from_state(state, self.monitor_config)
-        saved_clock = state.get(CLOCK_KEY)
+        try:
+            monitor = Monitor.from_state(state, self.monitor_config)
+            saved_clock = _saved_clock(state.get(CLOCK_KEY))
+        except ValueError as error:
+            raise RuntimeError(
+                f"cannot restore the monitor: checkpoint {self.checkpoint_path}: {error}"
+            ) from None
         self.clock.advance(monitor.max_event_time)
-        if isinstance(saved_clock, int | float):
-            self.clock.advance(float(saved_clock))
+        if saved_clock is not None:
+            # The saved clock only carries idle time across the restart. One saved while the wall clock
+            # was stepped ahead would keep every window ahead of the news for good (the clock never goes
+            # back), so it is restored to the wall clock at most; events ahead of it still count above.
+            wall = self._wall()
+            if saved_clock > wall:
+                log.warning(
+                    "monitor stage: checkpoint clock %.0f is ahead of the wall clock %.0f; not restored beyond it",
+                    saved_clock,
+                    wall,
+                )
+            self.clock.advance(min(saved_clock, wall))
         log.info(
             "monitor stage: restored %s (topics %s, latest event time %s)",
             self.checkpoint_path,
@@ -319,14 +360,47 @@ class MonitorStage(ConsumerStage):
             # An idle stream still moves the clock: saving it keeps evaluations monotonic across a restart.
             self.checkpoint()
 
+    def owned_topics(self) -> set[str]:
+        """Topic labels this instance publishes: those whose news.scored partition is assigned to it.
+
+        news.scored is keyed by topic label, so one partition holds all of a topic's records and only
+        its owner may publish the topic; another instance's windows for it are empty. Without a
+        consumer (not connected) there is no one to share with: every topic.
+        """
+        topics = self.monitor.topics()
+        consumer = self._consumer
+        if consumer is None:
+            return set(topics)
+        assigned = {tp.partition for tp in consumer.assignment() if tp.topic == self.topic}
+        if not assigned:
+            return set()
+        try:
+            self._partitions = sorted(consumer.partitions_for_topic(self.topic)) or self._partitions
+        except (KafkaError, OSError) as error:
+            log.warning("monitor stage: no partition metadata for %s (%s); using the last", self.topic, error)
+        if not self._partitions:
+            return set()
+        return {topic for topic in topics if key_partition(topic, self._partitions) in assigned}
+
     def evaluate(self) -> list[WindowSnapshot]:
-        """Snapshot every topic at the monitor clock, publish the gauges, queue news.windows records."""
+        """Snapshot every owned topic at the monitor clock, set the gauges, queue news.windows records."""
         self._last_eval = self._monotonic()
         now = self.clock.now()
         if now is None:
             return []
         self._last_eval_clock = now
-        snapshots = self.monitor.snapshot(now)
+        owned = self.owned_topics()
+        if owned != self._published:
+            # A rebalance moved partitions: stale series would show next to the new owner's.
+            self.metrics.forget(self._published - owned)
+            log.info(
+                "monitor stage: publishing %d topics (added: %s; dropped: %s)",
+                len(owned),
+                ", ".join(sorted(owned - self._published)) or "none",
+                ", ".join(sorted(self._published - owned)) or "none",
+            )
+            self._published = owned
+        snapshots = self.monitor.snapshot(now, owned)
         self.metrics.publish(snapshots, self.monitor.counters, self.monitor.watermark)
         self.clock_gauge.set(now)
         self._send(windows_records(snapshots, now))

@@ -47,8 +47,8 @@ class MonitorConfig:
     horizons: tuple[int, ...] = (300, 900, 3600)
     bucket_seconds: int = 10
     allowed_lateness: float = 120.0
-    # Events stamped further than this ahead of processing time are clamped to it, so one bad
-    # published_at cannot push the watermark into the future and make every later event "late".
+    # Events stamped further than this ahead of processing time are counted at the latest event time
+    # seen instead, so one bad published_at cannot push the watermark ahead and make later events "late".
     max_future_skew: float = 300.0
     dedupe_retention: float | None = None
     """How long ids are remembered (event time); None means the longest horizon plus the lateness."""

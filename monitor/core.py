@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -36,7 +37,7 @@ class Observation:
     topic: str
     event_time: float
     clamped: bool
-    """True when the event time was in the future beyond the allowed skew and was clamped to now."""
+    """True when the event time was beyond the allowed skew ahead of processing time and was replaced."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,9 @@ class Monitor:
     ) -> Observation:
         """Count one scored message once, in the bucket of its event time (seconds since the epoch).
 
-        ``now`` is the processing time; when given, event times beyond ``max_future_skew`` ahead of it
-        are clamped to it. Raises ValueError on malformed fields.
+        ``now`` is the processing time; when given, an event time beyond ``max_future_skew`` ahead of it
+        is replaced by the latest event time seen (by ``now`` before there is one) and does not move the
+        watermark. Raises ValueError on malformed fields.
         """
         label = sentiment.strip().lower()
         if label not in SENTIMENTS:
@@ -129,7 +131,10 @@ class Monitor:
 
         clamped = False
         if now is not None and event_time > now + self.config.max_future_skew:
-            event_time, clamped = now, True
+            # The timestamp is wrong. The stream's latest event time is the best guess of where the
+            # message belongs; processing time is not: in a backlog it would make the rest late.
+            event_time = now if self._max_event_time is None else self._max_event_time
+            clamped = True
             self._clamped += 1
         bounded = self.topic_label(topic)
 
@@ -140,7 +145,8 @@ class Monitor:
             outcome = Outcome.LATE
         else:
             outcome = Outcome.APPLIED
-            self._advance(event_time)
+            if not clamped:
+                self._advance(event_time)
             if bounded not in self._baselines:
                 self._baselines[bounded] = RateBaseline(
                     self.config.baseline_half_life,
@@ -189,17 +195,19 @@ class Monitor:
                 if totals.volume >= self.config.min_volume and totals.rate is not None:
                     baseline.update(totals.rate, at, float(totals.volume))
 
-    def snapshot(self, now: float) -> list[WindowSnapshot]:
-        """Every topic over every window ending at ``now`` (event time), sorted by topic then horizon.
+    def snapshot(self, now: float, topics: Collection[str] | None = None) -> list[WindowSnapshot]:
+        """Every topic (or those of ``topics``) over every window ending at ``now`` (event time).
 
-        Windows are whole buckets, the newest one partial, so a window spans between its horizon less
-        one bucket and its horizon. ``now`` should not be older than the watermark, whose buckets
-        older than the longest horizon are gone.
+        Sorted by topic then horizon. Windows are whole buckets, the newest one partial, so a window
+        spans between its horizon less one bucket and its horizon. ``now`` should not be older than the
+        watermark, whose buckets older than the longest horizon are gone.
         """
         bucket = self.config.bucket_seconds
         last = math.floor(now / bucket)
         snapshots: list[WindowSnapshot] = []
         for topic in self.topics():
+            if topics is not None and topic not in topics:
+                continue
             baseline = self._baselines[topic].get() if topic in self._baselines else None
             for horizon in sorted(self.config.horizons):
                 first = last - horizon // bucket + 1
@@ -246,16 +254,28 @@ class Monitor:
         """Resume from :meth:`to_state` output under ``config`` (which may differ from the saved one).
 
         Buckets saved under a different bucket width cannot be re-cut and are discarded; baselines and
-        dedupe memory are always kept.
+        dedupe memory are always kept. ValueError when the state is malformed.
         """
         if state.get("version") != STATE_VERSION:
             raise ValueError(
                 f"unsupported monitor state version {state.get('version')!r}; expected {STATE_VERSION}"
             )
+        try:
+            return cls._from_state(state, config)
+        except KeyError as error:
+            raise ValueError(f"malformed monitor state: missing field {error}") from None
+        except (TypeError, ValueError, AttributeError, IndexError, OverflowError) as error:
+            raise ValueError(f"malformed monitor state: {error}") from None
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any], config: MonitorConfig | None) -> Monitor:
         monitor = cls(config)
         cfg = monitor.config
         max_event_time = state["max_event_time"]
-        monitor._max_event_time = None if max_event_time is None else float(max_event_time)
+        if max_event_time is not None:
+            monitor._max_event_time = float(max_event_time)
+            if not math.isfinite(monitor._max_event_time):
+                raise ValueError(f"max_event_time must be finite, got {max_event_time!r}")
         if int(state["windows"]["bucket_seconds"]) == cfg.bucket_seconds:
             monitor._store = WindowStore.from_state(state["windows"], cfg.top_k)
         else:

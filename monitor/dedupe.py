@@ -64,6 +64,8 @@ class DedupeMemory:
     def from_state(cls, state: dict[str, Any], max_ids: int) -> DedupeMemory:
         """Rebuild from :meth:`to_state` output under the given cap."""
         memory = cls(int(state["bucket_seconds"]), max_ids)
+        if memory.bucket_seconds <= 0:
+            raise ValueError(f"dedupe bucket_seconds must be positive, got {memory.bucket_seconds}")
         for index, ids in state["buckets"]:
             for message_id in ids:
                 if message_id in memory._bucket_of:

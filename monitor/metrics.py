@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable
 
@@ -17,6 +18,11 @@ def _value(value: float | None) -> float:
     return math.nan if value is None else value
 
 
+def _remove(gauge: Gauge, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # older prometheus_client versions raise for an absent series
+        gauge.remove(*labels)
+
+
 class MonitorMetrics:
     """Gauges per topic and window, counters per outcome and per topic and sentiment.
 
@@ -27,6 +33,7 @@ class MonitorMetrics:
     def __init__(self, registry: CollectorRegistry, max_topics: int = 64) -> None:
         self.max_topics = max_topics
         self._topics: set[str] = set()
+        self._windows: set[str] = set()
         self._evicted_seen = 0
         window = ["news_topic", "window"]
         self.negative_rate = Gauge(
@@ -87,7 +94,7 @@ class MonitorMetrics:
         )
         self.clamped = Counter(
             "finsent_monitor_future_timestamps",
-            "Messages whose event time was too far in the future and was clamped to processing time",
+            "Messages stamped more than max_future_skew ahead of processing time, counted at the latest event time",
             registry=registry,
         )
         self.dedupe_evicted = Counter(
@@ -121,6 +128,7 @@ class MonitorMetrics:
         """Set the gauges from ``Monitor.snapshot`` output and catch up counters kept by the monitor."""
         for snap in snapshots:
             topic = self._topic(snap.topic)
+            self._windows.add(snap.window)
             self.negative_rate.labels(topic, snap.window).set(_value(snap.rate))
             self.expected_negative_rate.labels(topic, snap.window).set(_value(snap.expected_rate))
             self.window_messages.labels(topic, snap.window).set(snap.volume)
@@ -133,3 +141,21 @@ class MonitorMetrics:
         if counters.dedupe_evicted > self._evicted_seen:
             self.dedupe_evicted.inc(counters.dedupe_evicted - self._evicted_seen)
         self._evicted_seen = counters.dedupe_evicted
+
+    def forget(self, topics: Iterable[str]) -> None:
+        """Remove the gauge series of topics no longer published here (another instance owns them now)."""
+        window_gauges = (
+            self.negative_rate,
+            self.expected_negative_rate,
+            self.window_messages,
+            self.window_negative_messages,
+            self.surge,
+        )
+        for topic in topics:
+            if topic not in self._topics:  # published under "other" (the cap): that series is shared
+                continue
+            for window in self._windows:
+                for gauge in window_gauges:
+                    _remove(gauge, topic, window)
+            _remove(self.baseline, topic)
+            _remove(self.baseline_std, topic)

@@ -30,6 +30,10 @@ class Bucket:
     top: list[Headline] = field(default_factory=list)
     """A min-heap of at most top_k headlines."""
 
+    def consistent(self) -> bool:
+        """The counts could have come from real messages (a check on restored state)."""
+        return 0 <= self.negative <= self.volume and 0 <= self.p_sum <= self.volume * P_SCALE
+
     def add(self, negative: bool, p_negative: float, headline: Headline, top_k: int) -> None:
         """Count one message and keep its headline if it is among the k most negative."""
         self.volume += 1
@@ -130,12 +134,18 @@ class WindowStore:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], top_k: int | None = None) -> WindowStore:
-        """Rebuild from :meth:`to_state` output, optionally keeping fewer headlines per bucket."""
+        """Rebuild from :meth:`to_state` output, optionally keeping fewer headlines per bucket.
+
+        ValueError (or KeyError, TypeError) when the state is malformed.
+        """
         store = cls(int(state["bucket_seconds"]), int(state["top_k"]) if top_k is None else top_k)
         for topic, rows in state["topics"].items():
             buckets = store._buckets.setdefault(str(topic), {})
             for index, volume, negative, p_sum, top in rows:
+                bucket = Bucket(int(volume), int(negative), int(p_sum))
+                if not bucket.consistent():
+                    raise ValueError(f"bucket {index} of {topic!r} has inconsistent counts")
                 # A sorted list is a valid min-heap.
-                headlines = sorted(Headline.from_state(h) for h in top)[-store.top_k :]
-                buckets[int(index)] = Bucket(int(volume), int(negative), int(p_sum), headlines)
+                bucket.top = sorted(Headline.from_state(h) for h in top)[-store.top_k :]
+                buckets[int(index)] = bucket
         return store

@@ -194,13 +194,17 @@ def test_ids_are_forgotten_after_the_retention_and_under_the_cap() -> None:
     assert sum(len(ids) for _, ids in capped.to_state()["dedupe"]["buckets"]) == 3
 
 
-def test_future_event_time_is_clamped_to_processing_time() -> None:
+def test_future_event_time_is_clamped_to_the_latest_event_time() -> None:
     monitor = Monitor(CONFIG)
     observation = monitor.observe("f", "Macro", "negative", 0.9, T0 + 10_000, "h", now=T0)
-    assert observation.clamped and observation.event_time == T0
-    assert monitor.max_event_time == T0
+    assert observation.clamped and observation.event_time == T0  # no event time yet: processing time
     assert monitor.counters.clamped_future == 1
     assert not monitor.observe("g", "Macro", "negative", 0.9, T0 + 100, "h", now=T0).clamped
+    assert monitor.max_event_time == T0 + 100
+    later = monitor.observe("h", "Macro", "negative", 0.9, T0 + 10_000, "h", now=T0 + 5)
+    assert later.clamped and later.event_time == T0 + 100
+    assert monitor.max_event_time == T0 + 100 and monitor.counters.clamped_future == 2
+    assert by_key(monitor.snapshot(T0 + 100))[("Macro", "1m")].volume == 2
 
 
 def test_topics_outside_the_known_set_are_counted_as_other() -> None:
@@ -275,3 +279,31 @@ def test_baseline_learns_every_closed_window_and_nothing_else(gaps: list[tuple[f
         weights = [v * 2 ** (-(latest - at) / 300.0) for _, at, v in samples]
         mean = sum(r * w for (r, _, _), w in zip(samples, weights, strict=True)) / sum(weights)
         assert saved["mean"] == pytest.approx(mean, abs=1e-9)
+
+
+def test_a_far_future_event_in_a_backlog_does_not_make_the_backlog_late() -> None:
+    monitor = Monitor(CONFIG)
+    wall = T0 + 3600  # processing time: the monitor catches up on an hour of backlog
+    outcomes = []
+    for i in range(3600):
+        if i == 600:  # one record with a typo'd published_at (2099)
+            bad = monitor.observe("bad", "Macro", "negative", 0.9, 4_080_000_000.0, "typo", now=wall)
+            assert bad.clamped and bad.outcome is Outcome.APPLIED
+            assert bad.event_time == T0 + 599  # counted at the stream's latest event time
+            assert monitor.max_event_time == T0 + 599
+        outcomes.append(monitor.observe(f"m{i}", "Macro", "neutral", 0.1, T0 + i, "h", now=wall).outcome)
+    assert set(outcomes) == {Outcome.APPLIED}
+    assert monitor.counters.clamped_future == 1
+
+
+def test_a_far_future_first_event_does_not_set_the_watermark() -> None:
+    monitor = Monitor(CONFIG)
+    wall = T0 + 3600
+    first = monitor.observe("bad", "Macro", "negative", 0.9, 4_080_000_000.0, "typo", now=wall)
+    assert first.clamped and first.outcome is Outcome.APPLIED and first.event_time == wall
+    assert monitor.max_event_time is None and monitor.watermark is None
+    outcomes = [
+        monitor.observe(f"m{i}", "Macro", "neutral", 0.1, T0 + i, "h", now=wall).outcome for i in range(60)
+    ]
+    assert set(outcomes) == {Outcome.APPLIED}
+    assert monitor.max_event_time == T0 + 59

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import TopicPartition
+from kafka.partitioner.default import murmur2
 from prometheus_client import CollectorRegistry
 
 from finsent.alerts_stage import AlertsStage, load_alert_files, parse_windows_record
@@ -21,6 +26,7 @@ from finsent.monitor_stage import (
     parse_scored,
     windows_records,
 )
+from model import TOPIC_LABELS
 from monitor import Headline, Monitor, MonitorConfig, WindowSnapshot
 
 
@@ -34,20 +40,52 @@ class FakeWall:
         return self.now
 
 
-def test_clock_follows_event_time_then_wall_time() -> None:
-    wall = FakeWall()
-    clock = MonitorClock(wall)
+def test_clock_follows_event_time_then_elapsed_time() -> None:
+    elapsed = FakeWall()  # the monotonic clock
+    clock = MonitorClock(monotonic=elapsed)
     assert clock.now() is None
     clock.advance(500.0)  # a historical replay: event time far behind the wall
     assert clock.now() == 500.0
-    wall.now += 7
-    assert clock.now() == 507.0  # idle: moves with the wall clock
+    elapsed.now += 7
+    assert clock.now() == 507.0  # idle: moves with elapsed time
     clock.advance(503.0)  # an older event does not move it back
     assert clock.now() == 507.0
     clock.advance(600.0)
     assert clock.now() == 600.0
-    wall.now -= 100  # a wall clock stepping back never moves the monitor clock back
-    assert clock.now() == 600.0
+
+
+def test_a_wall_clock_step_does_not_move_the_monitor_clock(tmp_path: Path) -> None:
+    wall, elapsed = FakeWall(1_767_225_660.0), FakeWall()
+    stage = MonitorStage(
+        stage_config(tmp_path), CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed
+    )
+    for index in range(60):
+        stage.handle(Record(scored(id=f"e{index}", published_at=f"2026-01-01T00:00:{index:02d}Z"), index))
+    before = stage.clock.now()
+    assert before == 1_767_225_659.0
+    wall.now += 86_400  # bad NTP or a resumed VM: the wall clock steps a day ahead ...
+    assert stage.clock.now() == before
+    assert volume(stage.evaluate(), "Energy | Oil", "1m") == 60
+    wall.now -= 86_400 - 5  # ... and is corrected 5 s later
+    elapsed.now += 5
+    assert stage.clock.now() == before + 5
+
+
+def test_a_checkpointed_clock_ahead_of_the_wall_is_capped_on_restore(tmp_path: Path) -> None:
+    config = stage_config(tmp_path)
+    wall, elapsed = FakeWall(1_767_225_659.0), FakeWall()
+    stage = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
+    for index in range(60):
+        stage.handle(Record(scored(id=f"e{index}", published_at=f"2026-01-01T00:00:{index:02d}Z"), index))
+    stage.checkpoint()
+    path = tmp_path / "state" / "monitor.json"
+    state = json.loads(path.read_text())
+    state["stage_clock"] += 86_400  # saved while the wall clock was a day ahead
+    path.write_text(json.dumps(state))
+    restored = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
+    now = restored.clock.now()
+    assert now == wall.now
+    assert volume(restored.evaluate(), "Energy | Oil", "1m") == 60
 
 
 def test_event_time_prefers_published_at_then_kafka_timestamp() -> None:
@@ -168,6 +206,11 @@ class ListSink:
         pass
 
 
+def volume(snapshots: list[WindowSnapshot], topic: str, window: str) -> int:
+    (found,) = [s.volume for s in snapshots if s.topic == topic and s.window == window]
+    return found
+
+
 @dataclass
 class Record:
     """The fields of a consumed Kafka record the stage reads."""
@@ -182,7 +225,8 @@ class Record:
 def test_checkpoint_restores_windows_baselines_dedupe_and_clock(tmp_path: Path) -> None:
     config = stage_config(tmp_path)
     wall = FakeWall(1_767_240_000.0)  # an hour after the events: none is clamped as "future"
-    stage = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall)
+    elapsed = FakeWall()
+    stage = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
     for index in range(60):
         stamp = f"2026-01-01T00:{index // 6:02d}:{(index % 6) * 10:02d}Z"
         sentiment = "negative" if index % 4 == 0 else "neutral"
@@ -190,13 +234,14 @@ def test_checkpoint_restores_windows_baselines_dedupe_and_clock(tmp_path: Path) 
     stage.handle(Record(b"garbage", 60))  # counted, not fatal
     assert stage.malformed._value.get() == 1
     wall.now += 3
+    elapsed.now += 3
     stage.checkpoint()
     assert (tmp_path / "state" / "monitor.json").is_file()
     now = stage.clock.now()
     assert now is not None
     before = stage.monitor.snapshot(now)
 
-    restored = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall)
+    restored = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
     assert restored.clock.now() == now
     after = restored.monitor.snapshot(now)
     assert after == before
@@ -309,3 +354,149 @@ def test_alerts_stage_restores_its_engine_so_a_restart_does_not_fire_again(tmp_p
     assert transitions(registry) == {"firing": 0.0, "resolved": 1.0}
     assert restarted.engine.active() == []
     restarted.dispatcher.close()
+
+
+def saved_state(tmp_path: Path) -> dict[str, Any]:
+    """A real checkpoint of a stage that has seen a few records."""
+    config = stage_config(tmp_path / "source")
+    stage = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=FakeWall(1_767_225_660.0))
+    for index in range(20):
+        stage.handle(Record(scored(id=f"e{index}", published_at=f"2026-01-01T00:00:{index:02d}Z"), index))
+    stage.checkpoint()
+    state: dict[str, Any] = json.loads((config.state_dir / "monitor.json").read_text())
+    return state
+
+
+MALFORMED_STATES: list[tuple[str, Callable[[dict[str, Any]], object]]] = [
+    ("version only", lambda state: {"version": 1}),
+    ("unknown version", lambda state: {"version": 2}),
+    ("event time not a number", lambda state: {**state, "max_event_time": "soon"}),
+    ("event time not finite", lambda state: {**state, "max_event_time": float("inf")}),
+    ("windows not an object", lambda state: {**state, "windows": []}),
+    (
+        "bucket row too short",
+        lambda state: {**state, "windows": {**state["windows"], "topics": {"A": [[1]]}}},
+    ),
+    (
+        "more negative than volume",
+        lambda state: {**state, "windows": {**state["windows"], "topics": {"A": [[1, 1, 5, 0, []]]}}},
+    ),
+    ("dedupe row malformed", lambda state: {**state, "dedupe": {"bucket_seconds": 5, "buckets": [[1]]}}),
+    ("baseline empty", lambda state: {**state, "baselines": {"Macro": {}}}),
+    ("baselines a list", lambda state: {**state, "baselines": [1]}),
+    ("clock not a number", lambda state: {**state, "stage_clock": "tomorrow"}),
+    ("clock not finite", lambda state: {**state, "stage_clock": float("nan")}),
+]
+
+
+@pytest.mark.parametrize("corrupt", [c for _, c in MALFORMED_STATES], ids=[n for n, _ in MALFORMED_STATES])
+def test_a_malformed_checkpoint_is_one_clean_error_naming_the_file(
+    tmp_path: Path, corrupt: Callable[[dict[str, Any]], object]
+) -> None:
+    config = stage_config(tmp_path)
+    path = config.state_dir / "monitor.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(corrupt(saved_state(tmp_path))))  # Python's json writes NaN and Infinity
+    with pytest.raises(RuntimeError, match=r"cannot restore the monitor: checkpoint .*monitor\.json"):
+        MonitorStage(config, CollectorRegistry(), sink=ListSink())
+
+
+def test_finsent_run_reports_a_malformed_checkpoint_without_a_traceback(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / "monitor.json").write_text('{"version": 1}')
+    command = ["run", "--stage", "monitor", "--state-dir", str(state_dir), "--metrics-port", "0"]
+    result = subprocess.run(
+        [sys.executable, "-m", "finsent", *command, "--bootstrap-servers", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert (
+        f"cannot restore the monitor: checkpoint {state_dir / 'monitor.json'}: malformed monitor state"
+        in result.stderr
+    )
+
+
+def partition_of(label: str, partitions: int = 3) -> int:
+    """Where kafka-python's default partitioner puts a record keyed by ``label``."""
+    return (int(murmur2(label.encode("utf-8"))) & 0x7FFFFFFF) % partitions
+
+
+@dataclass
+class FakeConsumer:
+    """The consumer calls the monitor stage makes to learn which partitions of news.scored it owns."""
+
+    assigned: set[int]
+    partitions: int = 3
+    topic: str = "news.scored"
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(self.topic, partition) for partition in self.assigned}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.partitions)) if topic == self.topic else set()
+
+
+def gauge_topics(registry: CollectorRegistry) -> set[str]:
+    """Topic labels with a finsent_window_messages series."""
+    return {
+        sample.labels["news_topic"]
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "finsent_window_messages"
+    }
+
+
+def test_each_of_two_instances_publishes_only_the_topics_whose_partitions_it_owns(tmp_path: Path) -> None:
+    energy, macro = partition_of("Energy | Oil"), partition_of("Macro")
+    assert energy != macro
+    instances = []
+    for name, assigned, topic in (("a", {energy}, "Energy | Oil"), ("b", {0, 1, 2} - {energy}, "Macro")):
+        sink, registry = ListSink(), CollectorRegistry()
+        stage = MonitorStage(
+            stage_config(tmp_path / name), registry, sink=sink, wall=FakeWall(1_767_225_660.0)
+        )
+        stage._consumer = FakeConsumer(assigned)
+        for index in range(30):
+            stamp = f"2026-01-01T00:00:{index:02d}Z"
+            stage.handle(Record(scored(id=f"{name}{index}", topic=topic, published_at=stamp), index))
+        stage.evaluate()
+        instances.append(({key for key, _ in sink.sent}, gauge_topics(registry)))
+    (a_sent, a_gauges), (b_sent, b_gauges) = instances
+    assert "Energy | Oil" in a_sent and "Macro" in b_sent
+    assert a_sent.isdisjoint(b_sent)  # one instance per topic: alerts never see a competing volume 0
+    assert a_sent | b_sent == set(TOPIC_LABELS)
+    assert a_sent == {label for label in TOPIC_LABELS if partition_of(label) == energy}
+    assert (a_gauges, b_gauges) == (a_sent, b_sent)
+
+
+def test_a_rebalance_moves_a_topic_and_drops_its_gauges(tmp_path: Path) -> None:
+    sink, registry = ListSink(), CollectorRegistry()
+    stage = MonitorStage(stage_config(tmp_path), registry, sink=sink, wall=FakeWall(1_767_225_660.0))
+    consumer = FakeConsumer({0, 1, 2})
+    stage._consumer = consumer
+    for index in range(30):
+        stage.handle(Record(scored(id=f"e{index}", published_at=f"2026-01-01T00:00:{index:02d}Z"), index))
+    stage.evaluate()  # one instance owns every partition: every topic, as without a consumer
+    assert {key for key, _ in sink.sent} == gauge_topics(registry) == set(TOPIC_LABELS)
+
+    energy = partition_of("Energy | Oil")
+    consumer.assigned = {0, 1, 2} - {energy}  # the partition moved to another instance
+    sink.sent.clear()
+    stage.evaluate()
+    assert "Energy | Oil" not in {key for key, _ in sink.sent}
+    assert gauge_topics(registry) == {label for label in TOPIC_LABELS if partition_of(label) != energy}
+    assert registry.get_sample_value("finsent_negative_rate_baseline", {"news_topic": "Energy | Oil"}) is None
+
+    consumer.assigned = {0, 1, 2}  # and came back
+    sink.sent.clear()
+    stage.evaluate()
+    assert ("Energy | Oil", 30) in {(key, value["windows"][0]["volume"]) for key, value in sink.sent}
+
+    consumer.assigned = set()  # between a revocation and the next assignment: nothing is ours
+    sink.sent.clear()
+    stage.evaluate()
+    assert sink.sent == [] and gauge_topics(registry) == set()
