@@ -49,7 +49,8 @@ class MonitorConfig:
     allowed_lateness: float = 120.0
     # Events stamped further than this ahead of processing time are counted at the latest event time
     # seen instead, so one bad published_at cannot push the watermark ahead and make later events "late".
-    max_future_skew: float = 300.0
+    max_future_skew: float | None = None
+    """At most allowed_lateness, or an accepted event could still make live ones late; None: half of it."""
     dedupe_retention: float | None = None
     """How long ids are remembered (event time); None means the longest horizon plus the lateness."""
     dedupe_max_ids: int = 1_000_000
@@ -84,10 +85,14 @@ class MonitorConfig:
                 raise ValueError(
                     f"horizon {horizon}s must be a positive multiple of bucket_seconds={self.bucket_seconds}"
                 )
-        for name in ("allowed_lateness", "max_future_skew"):
+        for name in ("allowed_lateness", "future_skew"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be finite and not negative, got {value!r}")
+        if self.future_skew > self.allowed_lateness:
+            raise ValueError(
+                f"max_future_skew ({self.future_skew}) must not exceed allowed_lateness ({self.allowed_lateness})"
+            )
 
     def _check_baseline(self) -> None:
         if self.baseline_window is not None and self.baseline_window not in self.horizons:
@@ -127,6 +132,11 @@ class MonitorConfig:
     def reference_horizon(self) -> int:
         """Window whose rate the baseline learns from."""
         return self.baseline_window if self.baseline_window is not None else min(self.horizons)
+
+    @property
+    def future_skew(self) -> float:
+        """Effective max_future_skew: how far ahead of processing time an event time may move the watermark."""
+        return self.max_future_skew if self.max_future_skew is not None else self.allowed_lateness / 2
 
     @property
     def dedupe_seconds(self) -> float:

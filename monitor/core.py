@@ -130,7 +130,7 @@ class Monitor:
             raise ValueError(f"event_time must be finite, got {event_time!r}")
 
         clamped = False
-        if now is not None and event_time > now + self.config.max_future_skew:
+        if now is not None and event_time > now + self.config.future_skew:
             # The timestamp is wrong. The stream's latest event time is the best guess of where the
             # message belongs; processing time is not: in a backlog it would make the rest late.
             event_time = now if self._max_event_time is None else self._max_event_time

@@ -199,12 +199,13 @@ def test_future_event_time_is_clamped_to_the_latest_event_time() -> None:
     observation = monitor.observe("f", "Macro", "negative", 0.9, T0 + 10_000, "h", now=T0)
     assert observation.clamped and observation.event_time == T0  # no event time yet: processing time
     assert monitor.counters.clamped_future == 1
-    assert not monitor.observe("g", "Macro", "negative", 0.9, T0 + 100, "h", now=T0).clamped
-    assert monitor.max_event_time == T0 + 100
+    # Up to future_skew ahead (half the lateness by default) is a clock difference, kept as stamped.
+    assert not monitor.observe("g", "Macro", "negative", 0.9, T0 + 10, "h", now=T0).clamped
+    assert monitor.max_event_time == T0 + 10
     later = monitor.observe("h", "Macro", "negative", 0.9, T0 + 10_000, "h", now=T0 + 5)
-    assert later.clamped and later.event_time == T0 + 100
-    assert monitor.max_event_time == T0 + 100 and monitor.counters.clamped_future == 2
-    assert by_key(monitor.snapshot(T0 + 100))[("Macro", "1m")].volume == 2
+    assert later.clamped and later.event_time == T0 + 10
+    assert monitor.max_event_time == T0 + 10 and monitor.counters.clamped_future == 2
+    assert by_key(monitor.snapshot(T0 + 10))[("Macro", "1m")].volume == 3
 
 
 def test_topics_outside_the_known_set_are_counted_as_other() -> None:
@@ -307,3 +308,21 @@ def test_a_far_future_first_event_does_not_set_the_watermark() -> None:
     ]
     assert set(outcomes) == {Outcome.APPLIED}
     assert monitor.max_event_time == T0 + 59
+
+
+@settings(max_examples=200, deadline=None)
+@given(ahead=st.floats(0, 1e7), delay=st.floats(0, CONFIG.allowed_lateness - CONFIG.future_skew))
+def test_no_event_stamped_ahead_makes_live_events_late(ahead: float, delay: float) -> None:
+    """A producer with a fast clock must not cost the others' messages (the watermark stays behind now)."""
+    monitor = Monitor(CONFIG)
+    now = T0 + 1000
+    monitor.observe("live0", "Macro", "neutral", 0.1, now - 5, "h", now=now)
+    monitor.observe("fast", "Macro", "negative", 0.9, now + ahead, "h", now=now)
+    late_but_live = monitor.observe("live1", "Macro", "neutral", 0.1, now - delay, "h", now=now)
+    assert late_but_live.outcome is Outcome.APPLIED
+
+
+def test_a_future_skew_beyond_the_lateness_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_future_skew"):
+        MonitorConfig(allowed_lateness=120.0, max_future_skew=300.0)
+    assert MonitorConfig(allowed_lateness=120.0).future_skew == 60.0
