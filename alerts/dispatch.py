@@ -126,8 +126,9 @@ class Dispatcher:
         # A subscription that just failed with a retryable error is probably down: its other due rows
         # wait for the same retry time instead of each burning a timeout in this pass.
         down: dict[str, float] = {}
-        # Every row handled ends delivered, failed or scheduled after `now`, so this loop ends; it goes on
-        # past the first batch because finishing a row makes the next row of the same alert due.
+        # Every row handled ends delivered, failed or scheduled after `now` (even if the wall clock stepped
+        # back meanwhile), so this loop ends; it goes on past the first batch because finishing a row makes
+        # the next row of the same alert due.
         while rows := self._outbox.due(now):
             delivered += self._deliver_rows(rows, now, down)
         if now - self._last_prune >= PRUNE_EVERY_S:
@@ -139,31 +140,39 @@ class Dispatcher:
         delivered = 0
         for row in rows:
             subscription = self._subscriptions.get(row.subscription)
-            if subscription is None:
+            if subscription is None or row.event is None:
+                why = "subscription no longer configured" if subscription is None else row.error
                 log.error(
-                    "alert notification %s for subscription %r given up: subscription no longer configured",
+                    "alert notification %s for subscription %r given up: %s",
                     row.notification_key,
                     row.subscription,
+                    why,
                 )
-                self._outbox.failed(row.id, row.attempts, "subscription no longer configured", now)
+                self._outbox.failed(row.id, row.attempts, why, now)
+                if subscription is not None:
+                    self._observe(subscription, "failed")
                 continue
             if subscription.name in down:
                 self._outbox.postpone(row.id, down[subscription.name])
                 continue
-            outcome, retry_at = self._attempt(subscription, row)
+            outcome, retry_at = self._attempt(subscription, row, row.event, now)
             if outcome == "delivered":
                 delivered += 1
             elif retry_at is not None:
                 down[subscription.name] = retry_at
         return delivered
 
-    def _attempt(self, subscription: Subscription, row: OutboxRow) -> tuple[str, float | None]:
+    def _attempt(
+        self, subscription: Subscription, row: OutboxRow, event: AlertEvent, pass_now: float
+    ) -> tuple[str, float | None]:
         """Try one row: (outcome, time of the next attempt when it will be retried)."""
         attempts = row.attempts + 1
         try:
-            self._senders[subscription.kind].send(subscription, row.event, self._clock())
+            self._senders[subscription.kind].send(subscription, event, self._clock())
         except Exception as exc:  # any failure of a sender is a failed attempt, never a dead delivery thread
-            now = self._clock()
+            # Never at or before the pass's own `now`: a wall clock stepped back during the attempt would
+            # make the row due again in this very pass, and the pass would never end.
+            now = max(self._clock(), pass_now)
             permanent = isinstance(exc, DeliveryError) and exc.permanent
             if not isinstance(exc, DeliveryError):
                 log.exception("unexpected error delivering to subscription %r", subscription.name)

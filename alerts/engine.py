@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -171,12 +172,20 @@ class _Track:
     last_notified: float | None = None
     repeats: int = 0
     resolved_at: float | None = None
+    labels: dict[str, str] | None = None
+    """The labels it fired with, so a resolve still matches them after its rule is edited or removed."""
 
 
 def _key(fp: str, status: str, starts_at: float, repeat: int = 0) -> str:
     # Whole milliseconds keep the key identical after a float round trip through JSON or SQLite.
     key = f"{fp}:{status}:{round(starts_at * 1000)}"
     return f"{key}:r{repeat}" if repeat else key
+
+
+def _labels(rule: Rule, topic: str) -> dict[str, str]:
+    labels = {"alertname": rule.name, "news_topic": topic, "severity": rule.severity}
+    labels.update((k, v) for k, v in rule.labels.items() if k not in labels)
+    return labels
 
 
 def _annotations(rule: Rule, topic: str, evidence: Evidence) -> dict[str, str]:
@@ -224,6 +233,10 @@ class AlertEngine:
     condition being false, so a firing alert whose topic goes quiet resolves: we would rather say
     "resolved" than keep claiming a negative surge on too few messages to tell. After a resolve, the
     pair may go pending again but cannot fire until ``cooldown`` has passed.
+
+    Restored from a state whose firing alert's rule was since removed or no longer watches its topic, the
+    engine resolves that alert at the next :meth:`evaluate`. A topic is never evaluated twice at the same
+    or an earlier ``now``, so window records replayed after a crash change nothing.
     """
 
     def __init__(self, rules: Sequence[Rule], state: Mapping[str, Any] | None = None) -> None:
@@ -231,19 +244,27 @@ class AlertEngine:
         if len(self._rules) != len(rules):
             raise ValueError("rule names must be unique")
         self._tracks: dict[str, _Track] = {}
+        # Firing alerts whose rule was removed or no longer watches their topic: resolved by the next evaluate().
+        self._retired: dict[str, _Track] = {}
+        # Per topic, the latest `now` evaluated: a window record replayed after a crash is at or before it.
+        self._evaluated: dict[str, float] = {}
         if state:
-            self._restore(state)
+            try:
+                self._restore(state)
+            except (AttributeError, KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"saved alert engine state is malformed: {error!r}") from None
 
     def _restore(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
             log.warning("ignoring alert engine state of unknown version %r", state.get("version"))
             return
+        self._evaluated = {str(topic): float(now) for topic, now in dict(state.get("evaluated", {})).items()}
         for fp, entry in dict(state.get("alerts", {})).items():
             rule, topic = str(entry["rule"]), str(entry["topic"])
-            # A rule removed or renamed since the state was saved loses its alerts (a renamed rule is a new rule).
-            if rule not in self._rules or fingerprint(rule, topic) != fp:
+            if fingerprint(rule, topic) != fp:
                 continue
-            self._tracks[fp] = _Track(
+            labels = entry.get("labels")
+            track = _Track(
                 rule=rule,
                 topic=topic,
                 state=str(entry["state"]),
@@ -252,7 +273,27 @@ class AlertEngine:
                 last_notified=_opt_float(entry.get("last_notified")),
                 repeats=int(entry.get("repeats", 0)),
                 resolved_at=_opt_float(entry.get("resolved_at")),
+                labels=None if labels is None else {str(k): str(v) for k, v in labels.items()},
             )
+            if rule in self._rules and self._rules[rule].applies_to(topic):
+                self._tracks[fp] = track
+            elif track.state == "firing":
+                self._retire(fp, track)
+            # A pending or cooling-down pair of a rule that no longer applies has nothing to tell anyone.
+
+    def _retire(self, fp: str, track: _Track) -> None:
+        rule = self._rules.get(track.rule)
+        if track.labels is None and rule is not None:
+            track.labels = _labels(rule, track.topic)
+        if track.labels is None:
+            # State saved before labels were kept: without them the resolve could not match what fired.
+            log.warning(
+                "alert %s on %s: its rule is gone and the saved state has no labels; not sending a resolve",
+                track.rule,
+                track.topic,
+            )
+            return
+        self._retired[fp] = track
 
     @property
     def rules(self) -> list[Rule]:
@@ -260,13 +301,17 @@ class AlertEngine:
         return list(self._rules.values())
 
     def evaluate(self, snapshots: Sequence[WindowSnapshot], now: float) -> list[AlertEvent]:
-        """Advance every (rule, topic) pair that has a snapshot for the rule's window; the events that result."""
-        latest = {(s.topic, s.window): s for s in snapshots}
-        events: list[AlertEvent] = []
+        """Advance every (rule, topic) pair that has a snapshot for the rule's window; the events that result.
+
+        A topic evaluated at ``now`` or later before (a record replayed after a crash) is skipped.
+        """
+        events = self._resolve_retired(now)
+        latest = {(s.topic, s.window): s for s in snapshots if now > self._evaluated.get(s.topic, -math.inf)}
         for rule in self._rules.values():
             for (topic, window), snapshot in sorted(latest.items()):
                 if window != rule.window or not rule.applies_to(topic):
                     continue
+                self._evaluated[topic] = now
                 fp = fingerprint(rule.name, topic)
                 track = self._tracks.get(fp) or _Track(rule.name, topic)
                 event = self._step(rule, fp, track, snapshot, now)
@@ -278,6 +323,35 @@ class AlertEngine:
                     self._tracks.pop(fp, None)
                 else:
                     self._tracks[fp] = track
+        return events
+
+    def _resolve_retired(self, now: float) -> list[AlertEvent]:
+        events: list[AlertEvent] = []
+        for fp, track in sorted(self._retired.items()):
+            assert track.starts_at is not None and track.labels is not None
+            # Never before its last notice: `now` may come from a record replayed after the restart.
+            ends_at = max(now, track.last_notified or track.starts_at)
+            labels = track.labels
+            events.append(
+                AlertEvent(
+                    fingerprint=fp,
+                    rule=track.rule,
+                    topic=track.topic,
+                    status="resolved",
+                    severity=labels.get("severity", ""),
+                    labels=dict(labels),
+                    annotations={
+                        "summary": f"{track.topic}: rule {track.rule} no longer watches this topic",
+                        "description": f"Rule {track.rule} was removed or no longer applies to topic "
+                        f"{track.topic}; its alert is resolved without a new evaluation.",
+                    },
+                    starts_at=track.starts_at,
+                    ends_at=ends_at,
+                    evidence=Evidence("", 0, None, None, None, None, None, 0, 0, ()),
+                    notification_key=_key(fp, "resolved", track.starts_at),
+                )
+            )
+        self._retired.clear()
         return events
 
     def _step(
@@ -310,6 +384,7 @@ class AlertEngine:
         cooled = track.resolved_at is None or now >= track.resolved_at + rule.cooldown
         if now - track.pending_since >= rule.for_seconds and cooled:
             track.state, track.starts_at, track.last_notified, track.repeats = "firing", now, now, 0
+            track.labels = _labels(rule, track.topic)
             return self._event(rule, track, snapshot, "firing", _key(fp, "firing", now))
         return None
 
@@ -324,8 +399,7 @@ class AlertEngine:
     ) -> AlertEvent:
         assert track.starts_at is not None
         evidence = Evidence.from_snapshot(snapshot)
-        labels = {"alertname": rule.name, "news_topic": track.topic, "severity": rule.severity}
-        labels.update((k, v) for k, v in rule.labels.items() if k not in labels)
+        labels = _labels(rule, track.topic)
         return AlertEvent(
             fingerprint=fingerprint(rule.name, track.topic),
             rule=rule.name,
@@ -356,7 +430,9 @@ class AlertEngine:
 
     def to_state(self) -> dict[str, Any]:
         """JSON-serialisable state; ``AlertEngine(rules, state=...)`` resumes without re-firing."""
+        tracks = {**self._tracks, **self._retired}  # a retired alert not yet resolved is kept until it is
         return {
             "version": STATE_VERSION,
-            "alerts": {fp: asdict(track) for fp, track in sorted(self._tracks.items())},
+            "alerts": {fp: asdict(track) for fp, track in sorted(tracks.items())},
+            "evaluated": dict(sorted(self._evaluated.items())),
         }

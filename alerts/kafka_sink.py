@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,34 +30,43 @@ class KafkaSender:
     def __init__(self, bootstrap: str, config: Mapping[str, Any] | None = None) -> None:
         self._bootstrap = bootstrap
         self._config = dict(config or {})
-        self._producer: Any = None
+        self._producers: dict[float, Any] = {}
+        """One producer per subscription timeout, since its timeouts are fixed when it is created."""
         self._lock = threading.Lock()
 
     def _get_producer(self, timeout: float) -> Any:
         with self._lock:
-            if self._producer is None:
-                # Created on first use so a broker that is down at start-up is a retry, not a crash.
+            if timeout not in self._producers:
+                # Created on first use so a broker that is down at start-up is a retry, not a crash. The
+                # attempt's timeout overrides the client settings: kafka-python would otherwise spend 30 s
+                # bootstrapping (or the stage's 5 s) and block in send() for a minute.
+                timeout_ms = max(1, round(timeout * 1000))
                 settings: dict[str, Any] = {
                     "acks": "all",
-                    "max_block_ms": int(timeout * 1000),
                     **self._config,
+                    "bootstrap_timeout_ms": timeout_ms,
+                    "max_block_ms": timeout_ms,
+                    "request_timeout_ms": timeout_ms,
+                    # A record not acknowledged in time is dropped by the producer and retried by the outbox.
+                    "delivery_timeout_ms": timeout_ms,
                 }
-                self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, **settings)
-            return self._producer
+                self._producers[timeout] = KafkaProducer(bootstrap_servers=self._bootstrap, **settings)
+            return self._producers[timeout]
 
     def send(self, subscription: Subscription, event: AlertEvent, now: float) -> None:
         """Produce one record and wait up to the subscription's timeout for the acknowledgement."""
         key, value, headers = kafka_record(event)
+        deadline = time.monotonic() + subscription.timeout_s
         try:
             producer = self._get_producer(subscription.timeout_s)
             future = producer.send(subscription.topic, key=key, value=value, headers=headers)
-            future.get(timeout=subscription.timeout_s)
+            future.get(timeout=max(deadline - time.monotonic(), 0.001))
         except KafkaError as exc:
             raise DeliveryError(f"Kafka produce to {subscription.topic!r} failed: {exc!r}") from exc
 
     def close(self) -> None:
-        """Flush and close the producer."""
+        """Flush and close the producers."""
         with self._lock:
-            if self._producer is not None:
-                self._producer.close(timeout=5)
-                self._producer = None
+            for producer in self._producers.values():
+                producer.close(timeout=5)
+            self._producers.clear()

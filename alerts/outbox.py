@@ -54,9 +54,23 @@ class OutboxRow:
     id: int
     subscription: str
     notification_key: str
-    event: AlertEvent
+    event: AlertEvent | None
+    """None when the stored event cannot be decoded (``error`` says why): it can never be delivered."""
     created_at: float
     attempts: int
+    error: str = ""
+
+
+def _decoded(
+    row_id: int, subscription: str, key: str, event: str, created_at: float, attempts: int
+) -> OutboxRow:
+    # One row at a time: a row written by another version, or damaged, must not hold up the others.
+    try:
+        decoded: AlertEvent | None = AlertEvent.from_dict(json.loads(event))
+        error = ""
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        decoded, error = None, f"cannot decode the stored notification: {exc!r}"
+    return OutboxRow(row_id, subscription, key, decoded, created_at, attempts, error)
 
 
 class Outbox:
@@ -67,10 +81,14 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        # WAL + synchronous=FULL: a committed transaction survives a crash or power loss.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        try:
+            # WAL + synchronous=FULL: a committed transaction survives a crash or power loss.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error:
+            self._db.close()  # e.g. "file is not a database"
+            raise
         self._saved_state: str | None = None
 
     def close(self) -> None:
@@ -120,22 +138,24 @@ class Outbox:
         return inserted
 
     def engine_state(self) -> dict[str, Any] | None:
-        """The engine state saved last, or None."""
+        """The engine state saved last, or None; ValueError when it is not a JSON object."""
         with self._lock:
             row = self._db.execute("SELECT state FROM engine_state WHERE id = 1").fetchone()
         if row is None:
             return None
-        state: dict[str, Any] = json.loads(row[0])
+        try:
+            state = json.loads(row[0])
+        except ValueError as error:
+            raise ValueError(f"saved alert engine state is not valid JSON: {error}") from None
+        if not isinstance(state, dict):
+            raise ValueError("saved alert engine state is not a JSON object")
         return state
 
     def due(self, now: float, limit: int = 100) -> list[OutboxRow]:
         """Rows whose next attempt is due, at most one per (subscription, alert), oldest first."""
         with self._lock:
             rows = self._db.execute(_DUE, (now, limit)).fetchall()
-        return [
-            OutboxRow(row_id, sub, key, AlertEvent.from_dict(json.loads(event)), created, attempts)
-            for row_id, sub, key, event, created, attempts in rows
-        ]
+        return [_decoded(*row) for row in rows]
 
     def _update(self, sql: str, params: tuple[Any, ...]) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -33,7 +34,7 @@ from alerts import (
 from alerts.rules import check_windows
 from finsent.config import ServiceConfig
 from finsent.consumer_stage import ConsumerStage
-from finsent.errors import UsageError
+from finsent.errors import UsageError, first_line
 from ingest import common_config
 from monitor import WindowSnapshot, window_label
 
@@ -93,20 +94,27 @@ class AlertsStage(ConsumerStage):
         self.database: Path = config.state_dir / DATABASE_FILE
         self.database.parent.mkdir(parents=True, exist_ok=True)
         self.metrics = AlertMetrics(registry)
-        self.dispatcher = Dispatcher(
-            list(subscriptions),
-            self.database,
-            kafka_bootstrap=config.bootstrap_servers,
-            kafka_config={
-                key: value
-                for key, value in common_config(
-                    replace(kafka, client_id=f"{config.client_id}-alerts")
-                ).items()
-                if key != "bootstrap_servers"
-            },
-            observer=self.metrics,
-        )
-        self.engine = AlertEngine(rules, state=self.dispatcher.load_engine_state())
+        try:
+            self.dispatcher = Dispatcher(
+                list(subscriptions),
+                self.database,
+                kafka_bootstrap=config.bootstrap_servers,
+                kafka_config={
+                    key: value
+                    for key, value in common_config(
+                        replace(kafka, client_id=f"{config.client_id}-alerts")
+                    ).items()
+                    if key != "bootstrap_servers"
+                },
+                observer=self.metrics,
+            )
+        except sqlite3.DatabaseError as error:
+            raise self._damaged(error) from None
+        try:
+            self.engine = AlertEngine(rules, state=self.dispatcher.load_engine_state())
+        except (sqlite3.DatabaseError, ValueError) as error:
+            self.dispatcher.close()
+            raise self._damaged(error) from None
         self.malformed = Counter(
             "finsent_alerts_malformed_records",
             "Window records the alerts stage could not use (logged, skipped)",
@@ -131,6 +139,13 @@ class AlertsStage(ConsumerStage):
             self.database,
         )
 
+    def _damaged(self, error: Exception) -> UsageError:
+        # Same shape as the monitor's unreadable checkpoint: one line, exit code 2, no traceback.
+        return UsageError(
+            f"state_dir: cannot restore the alerts stage: {self.database}: {first_line(error)}; if the file "
+            "is damaged, move it aside (with any -wal and -shm files next to it) to start with an empty outbox"
+        )
+
     def handle(self, record: Any) -> None:
         """Evaluate one topic's windows; store events and engine state in one transaction."""
         try:
@@ -143,7 +158,9 @@ class AlertsStage(ConsumerStage):
             return
         events = self.engine.evaluate(snapshots, now=now)
         state = self.engine.to_state()
-        if events or state != self._recorded_state:
+        # The per-topic "evaluated up to" marks move with every record; saving them alone would cost an
+        # fsync per record for nothing: a record replayed against unchanged alert states changes nothing.
+        if events or state["alerts"] != self._recorded_state["alerts"]:
             self.dispatcher.record(events, state)
             self._recorded_state = state
         if events:

@@ -270,3 +270,85 @@ def test_a_clock_going_back_changes_nothing() -> None:
     assert run(replayed, [(900, False), (950, True)]) == []
     (resolved,) = run(replayed, [(1010, False)])
     assert resolved.ends_at is not None and resolved.ends_at >= resolved.starts_at
+
+
+# --- replays after a crash, and rules that changed while an alert fired ------------------------------
+
+
+def test_replayed_records_do_not_fire_a_resolved_alert_again() -> None:
+    # cooldown 0 deletes the track on resolve, so only a per-topic mark remembers how far we got
+    rules = [rule()]
+    engine = AlertEngine(rules)
+    assert [e.status for e in run(engine, [(100, True), (105, True), (110, False)])] == ["firing", "resolved"]
+    restarted = AlertEngine(rules, state=json.loads(json.dumps(engine.to_state())))
+    assert run(restarted, [(105, True), (110, False)]) == []  # Kafka redelivers what was not committed
+    assert run(restarted, [(110, True)]) == []  # a record at the mark itself was evaluated already
+    (again,) = run(restarted, [(115, True)])
+    assert (again.status, again.starts_at) == ("firing", 115)
+
+
+def test_the_replay_mark_is_per_topic() -> None:
+    engine = AlertEngine([rule()])
+    run(engine, [(100, False)], topic="A")
+    (event,) = run(engine, [(50, True)], topic="B")  # B was never evaluated: its clock is its own
+    assert event.topic == "B"
+
+
+def test_state_saved_before_the_replay_mark_existed_still_loads() -> None:
+    engine = AlertEngine([rule()])
+    run(engine, [(100, True)])
+    old = engine.to_state()
+    del old["evaluated"]
+    restored = AlertEngine([rule()], state=old)
+    assert [a.state for a in restored.active()] == ["firing"]
+    assert [e.status for e in run(restored, [(110, False)])] == ["resolved"]
+
+
+def firing_engine() -> tuple[list[Rule], AlertEngine, AlertEvent]:
+    rules = [rule(topics=("Energy | Oil",), labels={"team": "oil"}, severity="critical")]
+    engine = AlertEngine(rules)
+    (firing,) = run(engine, [(100, True)], topic="Energy | Oil")
+    return rules, engine, firing
+
+
+def test_narrowing_a_rules_topics_resolves_its_firing_alert() -> None:
+    _, engine, firing = firing_engine()
+    narrowed = [rule(topics=("Macro",), labels={"team": "oil"}, severity="critical")]
+    restarted = AlertEngine(narrowed, state=json.loads(json.dumps(engine.to_state())))
+    assert restarted.active() == []  # finsent_alerts_active is right at once
+    (resolved,) = restarted.evaluate([snap("Macro", end=130, rate=COLD_RATE)], 130)
+    assert (resolved.status, resolved.fingerprint, resolved.starts_at) == (
+        "resolved",
+        firing.fingerprint,
+        100,
+    )
+    assert resolved.ends_at == 130 and resolved.labels == firing.labels and resolved.severity == "critical"
+    assert resolved.notification_key == f"{firing.fingerprint}:resolved:100000"
+    assert restarted.to_state()["alerts"] == {}
+    assert restarted.evaluate([snap("Macro", end=140, rate=COLD_RATE)], 140) == []  # resolved once
+
+
+def test_removing_a_rule_resolves_its_firing_alert_like_narrowing_it() -> None:
+    _, engine, firing = firing_engine()
+    restarted = AlertEngine([rule(name="other")], state=json.loads(json.dumps(engine.to_state())))
+    assert restarted.active() == []
+    (resolved,) = restarted.evaluate([], 130)
+    assert (resolved.status, resolved.rule, resolved.topic) == ("resolved", "neg", "Energy | Oil")
+    assert resolved.labels == firing.labels and resolved.severity == "critical"
+    assert resolved.notification_key == f"{firing.fingerprint}:resolved:100000"
+    assert restarted.evaluate([], 140) == []
+
+
+def test_a_retired_alert_still_resolves_after_another_restart() -> None:
+    _, engine, firing = firing_engine()
+    first = AlertEngine([], state=engine.to_state())
+    second = AlertEngine([], state=json.loads(json.dumps(first.to_state())))  # restarted before any record
+    (resolved,) = second.evaluate([], 90)  # a replayed tick: the resolve never predates the last notice
+    assert (resolved.fingerprint, resolved.ends_at) == (firing.fingerprint, 100)
+
+
+def test_a_pending_alert_of_a_removed_rule_is_dropped_silently() -> None:
+    engine = AlertEngine([rule(for_seconds=600)])
+    run(engine, [(100, True)])
+    restarted = AlertEngine([rule(name="other")], state=engine.to_state())
+    assert restarted.active() == [] and restarted.evaluate([], 200) == []
