@@ -7,6 +7,11 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from alerts.engine import ActiveAlert, AlertEvent
+from alerts.rules import Rule
+from alerts.subscriptions import Subscription
+
+TRANSITION_STATUSES = ("firing", "resolved")
+DELIVERY_OUTCOMES = ("delivered", "retry", "failed")
 
 
 class AlertMetrics:
@@ -37,6 +42,15 @@ class AlertMetrics:
             registry=registry,
         )
         self._active_series: set[tuple[str, str, str, str]] = set()
+
+    def declare(self, rules: Iterable[Rule], subscriptions: Iterable[Subscription]) -> None:
+        """Create the counters' series of these rules and subscriptions at 0, so rate() sees their first event."""
+        for rule in rules:
+            for status in TRANSITION_STATUSES:
+                self.transitions_total.labels(rule.name, status)
+        for subscription in subscriptions:
+            for outcome in DELIVERY_OUTCOMES:
+                self.notifications_total.labels(subscription.name, subscription.kind, outcome)
 
     def update(self, active_alerts: Iterable[ActiveAlert]) -> None:
         """Set the active-alert gauge to exactly ``active_alerts``, removing series of alerts no longer active."""

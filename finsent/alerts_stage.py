@@ -94,6 +94,7 @@ class AlertsStage(ConsumerStage):
         self.database: Path = config.state_dir / DATABASE_FILE
         self.database.parent.mkdir(parents=True, exist_ok=True)
         self.metrics = AlertMetrics(registry)
+        self.metrics.declare(rules, subscriptions)
         try:
             self.dispatcher = Dispatcher(
                 list(subscriptions),

@@ -583,3 +583,15 @@ def test_delivery_invariants_under_flaky_receivers(
     for fp in {e.fingerprint for e in recorded}:
         mine = [order[k] for k in sender.accepted if k.startswith(fp)]
         assert mine == sorted(mine)  # one alert's notifications arrive in the order they happened
+
+
+def test_metrics_series_of_known_rules_and_subscriptions_exist_at_zero() -> None:
+    """Without the 0 sample, rate()/increase() over the first notifications reads 0 (no earlier point)."""
+    registry = CollectorRegistry()
+    AlertMetrics(registry).declare([rule()], [hook("http://127.0.0.1:9/x")])
+    value = registry.get_sample_value
+    for status in ("firing", "resolved"):
+        assert value("finsent_alert_transitions_total", {"rule": "neg", "status": status}) == 0
+    for outcome in ("delivered", "retry", "failed"):
+        labels = {"subscription": "hook", "kind": "webhook", "outcome": outcome}
+        assert value("finsent_alert_notifications_total", labels) == 0
