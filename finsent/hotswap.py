@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,15 @@ class EngineHolder:
 
 
 class DriftMonitor:
-    """Feeds predictions into a DriftTracker, exports its gauges, and requests a retrain past a threshold."""
+    """Feeds predictions into a DriftTracker, exports its gauges, and requests a retrain past a threshold.
+
+    One request per serving version: after a request (or finding one already waiting), the next
+    needs a newly swapped-in version with a full window of its own, or REQUEST_COOLDOWN_SECONDS.
+    A run that rejects its challenger leaves the same model and the same drift; asking again at
+    once would retrain back to back for as long as the drift lasts.
+    """
+
+    REQUEST_COOLDOWN_SECONDS = 6 * 3600.0
 
     def __init__(
         self,
@@ -58,6 +67,7 @@ class DriftMonitor:
         threshold: float | None = None,
         registry: ModelRegistry | None = None,
         data_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics
         self.window = window
@@ -65,8 +75,10 @@ class DriftMonitor:
         self.threshold = threshold
         self.registry = registry
         self.data_dir = data_dir
+        self.clock = clock
         self._lock = threading.Lock()
         self.tracker = DriftTracker(None, window, low_confidence)
+        self._requested_at: float | None = None  # when this serving version last asked for a retrain
 
     def reset(self, engine: Engine) -> None:
         """Start a fresh window against the training distribution of engine's model."""
@@ -78,6 +90,7 @@ class DriftMonitor:
                 log.warning("no training label distribution for drift (%s)", error)
         with self._lock:
             self.tracker = DriftTracker(reference, self.window, self.low_confidence)
+            self._requested_at = None
 
     def observe(self, results: Sequence[Mapping[str, Any]]) -> None:
         """Add one batch's results and refresh the gauges."""
@@ -104,9 +117,13 @@ class DriftMonitor:
                 and snapshot.divergence is not None
                 and snapshot.count >= self.window
                 and snapshot.divergence > self.threshold
+                and self._may_request()
             ):
                 details = {"task": snapshot.task, "divergence": snapshot.divergence, "window": snapshot.count}
-                if self.registry.request_retrain(f"{snapshot.task} prediction drift", details):
+                written = self.registry.request_retrain(f"{snapshot.task} prediction drift", details)
+                with self._lock:
+                    self._requested_at = self.clock()  # a request already waiting speaks for us too
+                if written:
                     self.metrics.retrain_requests_total.inc()
                     log.warning(
                         "%s prediction drift %.4f > %.4f over %d predictions: retrain requested in %s",
@@ -116,6 +133,13 @@ class DriftMonitor:
                         snapshot.count,
                         self.registry.root,
                     )
+
+    def _may_request(self) -> bool:
+        with self._lock:
+            return (
+                self._requested_at is None
+                or self.clock() - self._requested_at >= self.REQUEST_COOLDOWN_SECONDS
+            )
 
 
 def holder_classifier(holder: EngineHolder, drift: DriftMonitor | None = None) -> Classifier:
@@ -181,6 +205,8 @@ class RegistryWatcher:
         """Swap if CURRENT names another version than the one serving; True when it swapped."""
         version = self.registry.current_version()
         serving = self.holder.engine.version
+        if version == serving:
+            self._failed = None  # CURRENT came back: promoting the failed version again is a new attempt
         if version is None or version == serving or version == self._failed:
             return False
         try:

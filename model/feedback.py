@@ -3,11 +3,14 @@
 A feedback row is {"id": str, "text": str, "topic": name or 0..19, "sentiment": name} with at
 least one of topic / sentiment. It arrives as JSON on the `news.labels` topic (the reader lives
 in finsent.retraining) or as rows of CSV files dropped in a folder. Bad rows are counted with
-a reason and skipped, never fatal. The store keeps one row per id (the latest correction wins).
+a reason and skipped, never fatal. The store keeps one row per id: the latest correction wins,
+label by label (a correction giving only a sentiment keeps the topic given earlier). Every field
+is quoted, so any text (a bare carriage return included) reads back as it was written.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from collections import Counter
@@ -194,29 +197,47 @@ class FeedbackStore:
         return len(self.table())
 
     def add(self, rows: list[LabelRow]) -> dict[str, int]:
-        """Persist rows (atomic rewrite); a later correction of an id replaces the earlier one."""
+        """Persist rows (atomic rewrite); a later correction of an id replaces the earlier one label by label."""
         if not rows:
             return {"added": 0, "updated": 0}
-        existing = self.table()
-        known = set(existing["id"])
+        stored: dict[str, dict[str, str]] = {record["id"]: record for record in self._records()}
+        known = set(stored)
         now = utc_now()
-        new = pd.DataFrame([{**row.__dict__, "received_at": now} for row in rows], columns=list(COLUMNS))
-        combined = pd.concat([existing, new], ignore_index=True).drop_duplicates("id", keep="last")
+        for row in rows:
+            record = {**row.__dict__, "received_at": now}
+            earlier = validate_row(stored.pop(row.id, None), "")
+            if isinstance(earlier, LabelRow):  # a label left empty now keeps its earlier value
+                record["topic"] = row.topic or earlier.topic
+                record["sentiment"] = row.sentiment or earlier.sentiment
+            stored[row.id] = record
+        combined = pd.DataFrame(list(stored.values()), columns=list(COLUMNS))
         self.directory.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, combined.to_csv(index=False))
-        ids = set(new["id"])
+        write_atomic(self.path, combined.to_csv(index=False, quoting=csv.QUOTE_ALL, lineterminator="\n"))
+        ids = {row.id for row in rows}
         return {"added": len(ids - known), "updated": len(ids & known)}
 
-    def training_frame(self) -> pd.DataFrame:
-        """The corrections as training rows: text, topic and sentiment indices (IGNORE_INDEX if absent), source."""
-        table = self.table()
+    def training_frame(self, report: ValidationReport | None = None) -> pd.DataFrame:
+        """The corrections as training rows: text, topic and sentiment indices (IGNORE_INDEX if absent), source.
+
+        Stored rows that are no longer valid corrections (a store damaged by an older version's
+        unquoted carriage returns, a hand edit) are skipped and counted in report.
+        """
+        rows, checked = _validate_all(
+            ((f"{STORE_FILE} row {index + 1}", record) for index, record in enumerate(self._records())),
+            lambda record: validate_row(record, record.get("source", "")),
+        )
+        if report is not None:
+            report.merge(checked)
         return pd.DataFrame(
             {
-                "text": table["text"],
-                "topic": [topic_index(t) if t else IGNORE_INDEX for t in table["topic"]],
-                "sentiment": [sentiment_index(s) if s else IGNORE_INDEX for s in table["sentiment"]],
-                "source": "feedback:" + table["source"],
-            }
+                "text": [row.text for row in rows],
+                "topic": [topic_index(row.topic) if row.topic else IGNORE_INDEX for row in rows],
+                "sentiment": [
+                    sentiment_index(row.sentiment) if row.sentiment else IGNORE_INDEX for row in rows
+                ],
+                "source": ["feedback:" + row.source for row in rows],
+            },
+            columns=["text", "topic", "sentiment", "source"],
         )
 
     def ingest_folder(self, folder: Path) -> ValidationReport:
@@ -233,6 +254,11 @@ class FeedbackStore:
             processed[path.name] = digest
             write_atomic(self.directory / PROCESSED_FILE, json.dumps(processed, indent=2))
         return report
+
+    def _records(self) -> list[dict[str, str]]:
+        return [
+            {str(key): value for key, value in record.items()} for record in self.table().to_dict("records")
+        ]
 
     def _read_csv(self, path: Path) -> tuple[list[LabelRow], ValidationReport]:
         try:

@@ -10,8 +10,11 @@ Layout under the registry root::
     runs/<run>.json           one report per retrain run, promoted or not
     RETRAIN_REQUEST           written when drift passes its threshold; `finsent retrain` consumes it
     .lock                     serialises writers (fcntl.flock)
+    retrain.lock              held by the one retrain run allowed at a time (fcntl.flock, non-blocking)
 
-Readers (the serving watcher) only read CURRENT, so they never see a half-written state.
+Readers (the serving watcher) only read CURRENT, so they never see a half-written state. A pointer
+change writes CURRENT first and registry.json's history second; a history that misses the last
+change (a kill in between) is completed from CURRENT when it is read.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,12 +40,25 @@ STATE_FILE = "registry.json"
 REQUEST_FILE = "RETRAIN_REQUEST"
 CHECKPOINT_DIR = "checkpoint"
 RUN_REPORT_FILE = "report.json"
+RETRAIN_LOCK_FILE = "retrain.lock"
 DEFAULT_KEEP = 5
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class RegistryError(RuntimeError):
     """A registry operation cannot be done (unknown version, nothing to roll back to, ...)."""
+
+
+class RetrainBusy(RegistryError):
+    """Another retrain run holds the registry's retrain.lock."""
+
+
+class ChampionChanged(RegistryError):
+    """CURRENT is no longer the champion a challenger was compared with."""
+
+
+# Paths of the retrain locks this thread holds: run_once holds it around retrain(), which takes it too.
+_retrain_locks_held = threading.local()
 
 
 @dataclass(frozen=True)
@@ -90,11 +107,10 @@ def write_atomic(path: Path, text: str) -> None:
 class ModelRegistry:
     """Versioned model folders with a CURRENT pointer, rollback history and retention of N versions."""
 
-    def __init__(self, root: Path, keep: int = DEFAULT_KEEP) -> None:
-        if keep < 2:
-            raise RegistryError(f"keep must be at least 2 (current and previous), got {keep}")
+    def __init__(self, root: Path, keep: int | None = None) -> None:
+        """keep: versions to keep when pruning; None: the value stored by set_keep, else DEFAULT_KEEP."""
         self.root = Path(root)
-        self.keep = keep
+        self._keep = None if keep is None else _checked_keep(keep)
         self.versions_dir = self.root / "versions"
         self.runs_dir = self.root / "runs"
 
@@ -127,6 +143,11 @@ class ModelRegistry:
         """The torch checkpoint stored with a version, when it has one."""
         path = self.version_dir(version) / CHECKPOINT_DIR
         return path if (path / "config.json").is_file() else None
+
+    @property
+    def keep(self) -> int:
+        """How many versions pruning keeps: the constructor's keep, else the stored one, else DEFAULT_KEEP."""
+        return self._keep if self._keep is not None else int(self._state().get("keep", DEFAULT_KEEP))
 
     def history(self) -> list[dict[str, str]]:
         """Pointer changes, oldest first: {version, at, action, reason}."""
@@ -163,13 +184,25 @@ class ModelRegistry:
     # ---------------------------------------------------------------- writing
 
     def init_from(self, shipped_dir: Path) -> str | None:
-        """Import shipped_dir as the first version and make it current when the registry is empty."""
+        """Give an empty registry a current version (shipped_dir, imported); the version, or None if it had one.
+
+        CURRENT is read without the lock first, so a service that may only read the registry starts.
+        Versions without a CURRENT (a process died between the first add and its promote) get the
+        last one promoted rather than a second import.
+        """
+        if self.current_version() is not None:
+            return None
         with self._locked():
-            if self.current_version() is not None or self._state()["versions"]:
+            if self.current_version() is not None:
                 return None
-        version = self.add(shipped_dir, reason="imported shipped model")
-        self.promote(version, reason=f"initial import of {shipped_dir}")
-        return version
+            version = self._unpromoted_version()
+            if version is not None:
+                self._promote_locked(version, reason="CURRENT was missing: promoted the last version")
+                return version
+            manifest = read_manifest(Path(shipped_dir), verify=True)
+            version = self._add_locked(Path(shipped_dir), manifest, reason="imported shipped model")
+            self._promote_locked(version, reason=f"initial import of {shipped_dir}")
+            return version
 
     def add(
         self,
@@ -187,52 +220,56 @@ class ModelRegistry:
         rename, so a reader never sees a partial version. Does not change CURRENT.
         """
         manifest = read_manifest(Path(source_dir), verify=True)
-        name = check_version_name(str(manifest["version"]) if version is None else version)
         with self._locked():
-            target = self.versions_dir / name
-            if target.exists():
-                raise RegistryError(f"version {name} already exists in {self.root}")
-            staging = self.root / ".staging" / f"{name}.{os.getpid()}"
-            if staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir(parents=True)
-            try:
-                for file_name in [*manifest["files"], "MODEL_CARD.md"]:
-                    if (Path(source_dir) / file_name).is_file():
-                        shutil.copyfile(Path(source_dir) / file_name, staging / file_name)
-                manifest["version"] = name
-                (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-                if checkpoint_dir is not None:
-                    shutil.copytree(checkpoint_dir, staging / CHECKPOINT_DIR)
-                if report is not None:
-                    (staging / RUN_REPORT_FILE).write_text(json.dumps(report, indent=2))
-                read_manifest(staging, verify=True)
-                self.versions_dir.mkdir(parents=True, exist_ok=True)
-                os.replace(staging, target)
-            finally:
-                if staging.exists():
-                    shutil.rmtree(staging)
-            state = self._state()
-            state["versions"] = [v for v in state["versions"] if v["version"] != name]
-            state["versions"].append(
-                {"version": name, "registered_at": utc_now(), "reason": reason, "metrics": metrics or {}}
+            return self._add_locked(
+                Path(source_dir),
+                manifest,
+                version=version,
+                checkpoint_dir=checkpoint_dir,
+                report=report,
+                metrics=metrics,
+                reason=reason,
             )
-            self._save_state(state)
-        return name
+
+    def add_and_promote(
+        self,
+        source_dir: Path,
+        *,
+        champion: str,
+        version: str,
+        checkpoint_dir: Path | None = None,
+        report: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        reason: str = "",
+    ) -> str:
+        """Add a version and make it current in one lock hold, if CURRENT is still champion.
+
+        Raises ChampionChanged (and adds nothing) when another writer moved CURRENT since the
+        challenger was compared with champion.
+        """
+        manifest = read_manifest(Path(source_dir), verify=True)
+        with self._locked():
+            current = self.current_version()
+            if current != champion:
+                raise ChampionChanged(
+                    f"champion changed: compared with {champion}, but {current} is current now"
+                )
+            name = self._add_locked(
+                Path(source_dir),
+                manifest,
+                version=version,
+                checkpoint_dir=checkpoint_dir,
+                report=report,
+                metrics=metrics,
+                reason=reason,
+            )
+            self._promote_locked(name, reason)
+            return name
 
     def promote(self, version: str, reason: str = "") -> None:
         """Make version current (atomic pointer write) and record it for rollback; then prune."""
         with self._locked():
-            if not self.has_version(version):
-                raise RegistryError(f"no version {version!r} in {self.root}")
-            read_manifest(self.version_dir(version), verify=True)
-            state = self._state()
-            state["history"].append(
-                {"version": version, "at": utc_now(), "action": "promote", "reason": reason}
-            )
-            self._save_state(state)
-            write_atomic(self.root / CURRENT_FILE, version + "\n")
-            self._prune(state)
+            self._promote_locked(version, reason)
 
     def rollback(self, reason: str = "") -> str:
         """Point CURRENT back at the previous version; returns it."""
@@ -244,17 +281,64 @@ class ModelRegistry:
             target = stack[-2]
             if not self.has_version(target):
                 raise RegistryError(f"previous version {target} is no longer in {self.root}")
+            write_atomic(self.root / CURRENT_FILE, target + "\n")
             state["history"].append(
                 {"version": target, "at": utc_now(), "action": "rollback", "reason": reason}
             )
             self._save_state(state)
-            write_atomic(self.root / CURRENT_FILE, target + "\n")
             return target
+
+    def set_keep(self, keep: int) -> None:
+        """Store keep in registry.json: later prunes (retrain, `finsent model`) keep that many versions."""
+        _checked_keep(keep)
+        with self._locked():
+            state = self._state()
+            if state.get("keep") != keep:
+                state["keep"] = keep
+                self._save_state(state)
 
     def prune(self) -> list[str]:
         """Delete the oldest versions beyond keep, never the current or previous one; the deleted names."""
         with self._locked():
             return self._prune(self._state())
+
+    def remove_stale_staging(self) -> list[str]:
+        """Delete staging folders of writers that died mid-add (a live add holds the lock); their names."""
+        with self._locked():
+            return self._remove_staging_locked()
+
+    @contextmanager
+    def retrain_lock(self) -> Iterator[None]:
+        """Hold REGISTRY/retrain.lock for one retrain run; RetrainBusy at once if another run holds it.
+
+        Re-entrant within a thread (the CLI holds it around the Kafka drain and retrain()).
+        """
+        path = self.root / RETRAIN_LOCK_FILE
+        held: set[Path] = _retrain_locks_held.__dict__.setdefault("paths", set())
+        key = path.absolute()
+        if key in held:
+            yield
+            return
+        self._make_root()
+        with path.open("a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip()
+                raise RetrainBusy(
+                    f"another retrain run holds {path}" + (f" ({holder})" if holder else "")
+                ) from None
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} since {utc_now()}\n")
+            handle.flush()
+            held.add(key)
+            try:
+                yield
+            finally:
+                held.discard(key)
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def write_run_report(self, run_id: str, report: dict[str, Any]) -> Path:
         """Store one retrain run's report under runs/."""
@@ -288,6 +372,88 @@ class ModelRegistry:
 
     # -------------------------------------------------------------- internals
 
+    def _add_locked(
+        self,
+        source_dir: Path,
+        manifest: dict[str, Any],
+        *,
+        version: str | None = None,
+        checkpoint_dir: Path | None = None,
+        report: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        reason: str,
+    ) -> str:
+        """add() with the lock held and the source's manifest already verified."""
+        name = check_version_name(str(manifest["version"]) if version is None else version)
+        target = self.versions_dir / name
+        if target.exists():
+            raise RegistryError(f"version {name} already exists in {self.root}")
+        self._remove_staging_locked()
+        staging = self.root / ".staging" / f"{name}.{os.getpid()}"
+        staging.mkdir(parents=True)
+        try:
+            for file_name in [*manifest["files"], "MODEL_CARD.md"]:
+                if (source_dir / file_name).is_file():
+                    shutil.copyfile(source_dir / file_name, staging / file_name)
+            manifest["version"] = name
+            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+            if checkpoint_dir is not None:
+                shutil.copytree(checkpoint_dir, staging / CHECKPOINT_DIR)
+            if report is not None:
+                (staging / RUN_REPORT_FILE).write_text(json.dumps(report, indent=2))
+            read_manifest(staging, verify=True)
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+        state = self._state()
+        state["versions"] = [v for v in state["versions"] if v["version"] != name]
+        state["versions"].append(
+            {"version": name, "registered_at": utc_now(), "reason": reason, "metrics": metrics or {}}
+        )
+        self._save_state(state)
+        return name
+
+    def _promote_locked(self, version: str, reason: str) -> None:
+        """promote() with the lock held."""
+        if not self.has_version(version):
+            raise RegistryError(f"no version {version!r} in {self.root}")
+        read_manifest(self.version_dir(version), verify=True)
+        state = self._state()
+        # CURRENT first: if the process dies before the history is saved, reading reconciles it.
+        write_atomic(self.root / CURRENT_FILE, version + "\n")
+        state["history"].append({"version": version, "at": utc_now(), "action": "promote", "reason": reason})
+        self._save_state(state)
+        self._prune(state)
+
+    def _unpromoted_version(self) -> str | None:
+        """With no CURRENT: the last version in the history, else the last registered one, if it exists."""
+        state = self._state()
+        candidates = [event["version"] for event in state["history"][-1:]]
+        candidates += [entry["version"] for entry in reversed(state["versions"])]
+        return next((version for version in candidates if self.has_version(version)), None)
+
+    def _remove_staging_locked(self) -> list[str]:
+        staging = self.root / ".staging"
+        names = sorted(path.name for path in staging.iterdir()) if staging.is_dir() else []
+        for name in names:
+            shutil.rmtree(staging / name, ignore_errors=True)
+        return names
+
+    def _reconcile(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Add the pointer change a kill between writing CURRENT and registry.json left out of the history."""
+        current = self.current_version()
+        stack = self._stack(state)
+        if current is None or not _VERSION.match(current) or (stack and stack[-1] == current):
+            return state
+        # A version already on the stack was a rollback's target; any other one was promoted.
+        action = "rollback" if current in stack else "promote"
+        state["history"].append(
+            {"version": current, "at": utc_now(), "action": action, "reason": "reconciled with CURRENT"}
+        )
+        return state
+
     @staticmethod
     def _stack(state: dict[str, Any]) -> list[str]:
         """Replay the history into the stack of versions rollback walks back through."""
@@ -309,7 +475,8 @@ class ModelRegistry:
         existing = [v["version"] for v in state["versions"] if (self.versions_dir / v["version"]).is_dir()]
         removable = [v for v in existing if v not in protected]
         deleted: list[str] = []
-        while len(existing) - len(deleted) > self.keep and removable:
+        keep = self._keep if self._keep is not None else int(state.get("keep", DEFAULT_KEEP))
+        while len(existing) - len(deleted) > keep and removable:
             victim = removable.pop(0)
             shutil.rmtree(self.versions_dir / victim, ignore_errors=True)
             deleted.append(victim)
@@ -328,7 +495,7 @@ class ModelRegistry:
             raise self._not_a_folder() from None
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise RegistryError(f"{path} is not readable JSON: {error}") from None
-        return _checked_state(state, path)
+        return self._reconcile(_checked_state(state, path))
 
     def _not_a_folder(self) -> RegistryError:
         return RegistryError(f"registry {self.root} is not a folder")
@@ -336,12 +503,15 @@ class ModelRegistry:
     def _save_state(self, state: dict[str, Any]) -> None:
         write_atomic(self.root / STATE_FILE, json.dumps(state, indent=2))
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _make_root(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise self._not_a_folder() from None
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._make_root()
         with (self.root / ".lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -363,7 +533,16 @@ def _checked_state(state: Any, path: Path) -> dict[str, Any]:
             raise RegistryError(
                 f"{path}: {field!r} must be a list of objects with {' and '.join(keys)} (valid version names)"
             )
+    keep = state.get("keep", DEFAULT_KEEP)
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
+        raise RegistryError(f"{path}: 'keep' must be a whole number of at least 2, got {keep!r}")
     return state
+
+
+def _checked_keep(keep: int) -> int:
+    if keep < 2:
+        raise RegistryError(f"keep must be at least 2 (current and previous), got {keep}")
+    return keep
 
 
 def _entry_ok(entry: Any, keys: tuple[str, ...]) -> bool:

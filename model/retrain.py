@@ -7,11 +7,16 @@ so the first retrain after importing it starts from the base. Training reuses mo
 the base data plus the accumulated feedback; export reuses model.export (int8 + parity check).
 Champion and challenger are both scored through the serving Engine on the gold set (model.gold),
 which neither training nor calibration ever sees. Needs the `train` extra.
+
+One run at a time per registry: a run holds REGISTRY/retrain.lock throughout (RetrainBusy for a
+second one), so at its start any .work/<run> folder is a dead run's and is removed. The challenger
+is promoted only if CURRENT is still the champion it was compared with.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -31,7 +36,7 @@ from model.labels import IGNORE_INDEX, SENTIMENT_LABELS, TOPIC_LABELS
 from model.manifest import DEFAULT_MODEL_DIR
 from model.metrics import classification_report
 from model.progress import log_to_stderr
-from model.registry import ModelRegistry, utc_now
+from model.registry import ChampionChanged, ModelRegistry, RegistryError, check_version_name, utc_now
 
 TASKS = ("topic", "sentiment")
 DEFAULT_TOLERANCE = 0.01
@@ -60,7 +65,7 @@ class RetrainSettings:
     parity_rows: int = 1000
     parity_margin: float = 0.0  # see model.export.check_parity; > 0 only for barely-trained CI models
     shuffle_labels: bool = False
-    keep: int = 5
+    keep: int | None = None  # stored in the registry for every later prune; None: the stored value (else 5)
     version_prefix: str = "minilm-mt"
 
     def as_json(self) -> dict[str, Any]:
@@ -123,12 +128,12 @@ def decide(
 
 
 def new_version_name(registry: ModelRegistry, prefix: str) -> str:
-    """prefix-YYYYMMDDTHHMMSSZ, with a counter when that name is taken."""
+    """prefix-YYYYMMDDTHHMMSSZ-xxxx: the random suffix keeps runs started in the same second apart."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    name, counter = f"{prefix}-{stamp}", 2
-    while registry.version_dir(name).exists():
-        name, counter = f"{prefix}-{stamp}-{counter}", counter + 1
-    return name
+    while True:
+        name = f"{prefix}-{stamp}-{secrets.token_hex(2)}"
+        if not registry.version_dir(name).exists() and not (registry.runs_dir / f"{name}.json").exists():
+            return name
 
 
 def retrain(
@@ -139,31 +144,37 @@ def retrain(
     """Run one champion/challenger round and write its report; promotes the challenger if it qualifies.
 
     kafka_feedback: the validation report of the labels read from Kafka before this run (for the report).
+    Raises RetrainBusy when another run holds the registry's retrain.lock.
     """
+    registry = ModelRegistry(settings.registry)
+    with registry.retrain_lock():
+        return _retrain_locked(settings, registry, log, kafka_feedback)
+
+
+def _retrain_locked(
+    settings: RetrainSettings,
+    registry: ModelRegistry,
+    log: Callable[[str], None],
+    kafka_feedback: dict[str, Any] | None,
+) -> RetrainResult:
     from model.export import ParityError
 
     started, started_at = time.time(), utc_now()
     timings: dict[str, float] = {}
-    registry = ModelRegistry(settings.registry, keep=settings.keep)
+    if settings.keep is not None:
+        registry.set_keep(settings.keep)
     imported = registry.init_from(settings.shipped_dir)
     if imported:
-        log(f"registry {registry.root} was empty: imported {settings.shipped_dir} as {imported}")
+        log(f"registry {registry.root} had no current version: {imported} is current now")
     champion = registry.current_version()
-    assert champion is not None
+    if champion is None:
+        raise RegistryError(f"registry {registry.root} has no current version to compare a challenger with")
     champion_dir = registry.version_dir(champion)
+    _remove_dead_runs(registry, log)
 
-    feedback, folder_report = _stored_feedback(settings, registry.root, log)
     run_id = version = new_version_name(registry, settings.version_prefix)
     work = registry.root / ".work" / run_id
-    work.mkdir(parents=True, exist_ok=True)
-    feedback_file = work / "feedback_rows.csv"
-    feedback.to_csv(feedback_file, index=False)
-
     init_dir, init_from = _challenger_start(registry, champion, settings.base_dir)
-    log(
-        f"retrain {run_id}: champion {champion}; challenger starts from {init_from}; {len(feedback)} feedback rows"
-    )
-
     report: dict[str, Any] = {
         "run_id": run_id,
         "started_at": started_at,
@@ -173,6 +184,15 @@ def retrain(
         "challenger_init": {"from": init_from, "path": str(init_dir)},
     }
     try:
+        work.mkdir(parents=True, exist_ok=True)
+        feedback, folder_report, store_report = _stored_feedback(settings, registry.root, log)
+        feedback_file = work / "feedback_rows.csv"
+        feedback.to_csv(feedback_file, index=False)
+        log(
+            f"retrain {run_id}: champion {champion}; challenger starts from {init_from}; "
+            f"{len(feedback)} feedback rows"
+        )
+
         phase = time.time()
         train_dir = work / "train"
         training = _train_challenger(settings, init_dir, feedback_file, train_dir, log)
@@ -189,6 +209,7 @@ def retrain(
             "feedback_rows_stored": len(feedback),
             "feedback_rows_used": training["data"].get("extra_rows", 0),
             "feedback_rows_dropped_gold": training["data"].get("extra_rows_dropped_gold", 0),
+            "feedback_store": store_report.as_json(),
             "feedback_folder": folder_report.as_json(),
             "feedback_kafka": kafka_feedback,
             "gold_rows": len(gold),
@@ -199,22 +220,48 @@ def retrain(
         }
 
         phase = time.time()
-        candidate = _export_candidate(
-            settings, train_dir, work, version, f"run {run_id}, from {init_from}", log
-        )
+        try:
+            candidate: Path | None = _export_candidate(
+                settings, train_dir, work, version, f"run {run_id}, from {init_from}", log
+            )
+        except ParityError as error:
+            candidate, promote, reasons = None, False, [f"export parity check failed: {error}"]
         timings["export_seconds"] = round(time.time() - phase, 1)
 
-        phase = time.time()
-        champion_scores = evaluate_on_gold(champion_dir, gold)
-        challenger_scores = evaluate_on_gold(candidate, gold)
-        timings["evaluate_seconds"] = round(time.time() - phase, 1)
-        promote, reasons = decide(champion_scores, challenger_scores, settings.tolerance)
-        report["gold"] = {"champion": champion_scores, "challenger": challenger_scores}
-    except ParityError as error:
-        promote, reasons = False, [f"export parity check failed: {error}"]
-        candidate = None
+        if candidate is not None:
+            phase = time.time()
+            champion_scores = evaluate_on_gold(champion_dir, gold)
+            challenger_scores = evaluate_on_gold(candidate, gold)
+            timings["evaluate_seconds"] = round(time.time() - phase, 1)
+            promote, reasons = decide(champion_scores, challenger_scores, settings.tolerance)
+            report["gold"] = {"champion": champion_scores, "challenger": challenger_scores}
+        report.update(
+            {
+                "decision": "promoted" if promote else "rejected",
+                "reasons": reasons,
+                "tolerance": settings.tolerance,
+                "timings": timings,
+            }
+        )
+        if promote and candidate is not None:
+            report.update(_finished(started))
+            try:
+                registry.add_and_promote(
+                    candidate,
+                    champion=champion,
+                    version=version,
+                    checkpoint_dir=train_dir / "checkpoint",
+                    report=report,
+                    metrics={f"{t}_macro_f1": report["gold"]["challenger"][t]["macro_f1"] for t in TASKS},
+                    reason=f"retrain {run_id}: " + "; ".join(reasons),
+                )
+            except ChampionChanged as error:
+                promote, reasons = False, [*reasons, str(error)]
+                report.update({"decision": "rejected", "reasons": reasons})
+        report.update({"current_after": registry.current_version(), **_finished(started)})
+        report_path = registry.write_run_report(run_id, report)
     except Exception as error:
-        # The run failed (data, training, export): record it, clean up, keep the champion, re-raise.
+        # The run failed (data, training, export, storing the version): record it, keep the champion.
         report.update(
             {
                 "decision": "failed",
@@ -225,31 +272,10 @@ def retrain(
             }
         )
         registry.write_run_report(run_id, report)
-        shutil.rmtree(work, ignore_errors=True)
         log(f"retrain {run_id}: FAILED ({type(error).__name__}: {error}); champion {champion} stays")
         raise
-    report.update(
-        {
-            "decision": "promoted" if promote else "rejected",
-            "reasons": reasons,
-            "tolerance": settings.tolerance,
-            "timings": timings,
-        }
-    )
-    if promote and candidate is not None:
-        report.update(_finished(started))
-        registry.add(
-            candidate,
-            version=version,
-            checkpoint_dir=work / "train" / "checkpoint",
-            report=report,
-            metrics={f"{t}_macro_f1": report["gold"]["challenger"][t]["macro_f1"] for t in TASKS},
-            reason=f"retrain {run_id}",
-        )
-        registry.promote(version, reason=f"retrain {run_id}: " + "; ".join(reasons))
-    report.update({"current_after": registry.current_version(), **_finished(started)})
-    report_path = registry.write_run_report(run_id, report)
-    shutil.rmtree(work, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     log(
         f"retrain {run_id}: {report['decision'].upper()} challenger {version} vs champion {champion}: "
         + "; ".join(reasons)
@@ -258,16 +284,48 @@ def retrain(
     return RetrainResult(promote, champion, version, report_path, report)
 
 
+def _remove_dead_runs(registry: ModelRegistry, log: Callable[[str], None]) -> None:
+    """Delete what runs that died left (.work/<run>, .staging/*), with an "interrupted" report for each.
+
+    Called holding retrain.lock, so no other run is alive to own a work folder.
+    """
+    work_root = registry.root / ".work"
+    for folder in sorted(work_root.iterdir()) if work_root.is_dir() else []:
+        shutil.rmtree(folder, ignore_errors=True)
+        log(f"removed {folder}: left by a retrain run that did not finish")
+        try:
+            if not (registry.runs_dir / f"{check_version_name(folder.name)}.json").exists():
+                registry.write_run_report(
+                    folder.name,
+                    {
+                        "run_id": folder.name,
+                        "decision": "interrupted",
+                        "reasons": [
+                            "the run ended without a report (killed?); a later run removed its files"
+                        ],
+                        "found_at": utc_now(),
+                    },
+                )
+        except RegistryError:
+            pass  # not a run id: nothing to report under
+    for name in registry.remove_stale_staging():
+        log(f"removed {registry.root / '.staging' / name}: left by a registry add that did not finish")
+
+
 def _stored_feedback(
     settings: RetrainSettings, registry_root: Path, log: Callable[[str], None]
-) -> tuple[pd.DataFrame, ValidationReport]:
-    """All analyst labels stored so far, after taking in the feedback folder's new files."""
+) -> tuple[pd.DataFrame, ValidationReport, ValidationReport]:
+    """All valid analyst labels stored so far (after the feedback folder's new files); both reports."""
     store = FeedbackStore(settings.feedback_store or registry_root / "feedback")
     folder_report = ValidationReport()
     if settings.feedback_folder is not None:
         folder_report = store.ingest_folder(settings.feedback_folder)
         log(f"feedback folder {settings.feedback_folder}: {json.dumps(folder_report.as_json())}")
-    return store.training_frame(), folder_report
+    store_report = ValidationReport()
+    frame = store.training_frame(store_report)
+    if store_report.bad:
+        log(f"feedback store {store.path}: skipped invalid stored rows {json.dumps(store_report.as_json())}")
+    return frame, folder_report, store_report
 
 
 def _challenger_start(registry: ModelRegistry, champion: str, base_dir: Path | None) -> tuple[Path, str]:

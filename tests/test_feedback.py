@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
-from model.feedback import FeedbackStore, LabelRow, validate_messages, validate_row, validate_rows
+from model.feedback import (
+    STORE_FILE,
+    FeedbackStore,
+    LabelRow,
+    ValidationReport,
+    validate_messages,
+    validate_row,
+    validate_rows,
+)
 from model.labels import IGNORE_INDEX
 
 
@@ -144,3 +155,73 @@ def test_feedback_rows_replace_base_rows_and_never_enter_from_the_gold_set(tmp_p
     assert counts == {"extra_rows": 1, "extra_rows_dropped_gold": 1, "base_rows_replaced": 1}
     assert sorted(combined["text"]) == ["Oil rises", "Stocks fall"]
     assert combined.set_index("text").loc["Stocks fall", "sentiment"] == 0
+
+
+# Any text a correction may carry: control characters, separators, quotes, line breaks of all kinds.
+texts = st.text(st.characters(codec="utf-8"), min_size=1, max_size=60).filter(lambda text: bool(text.strip()))
+
+
+@given(st.lists(st.tuples(texts, texts), min_size=1, max_size=4, unique_by=lambda pair: pair[0].strip()))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_id_and_text_round_trip_through_the_store(tmp_path: Path, pairs: list[tuple[str, str]]) -> None:
+    rows, report = validate_rows(
+        [(str(i), {"id": i_d, "text": text, "topic": "Earnings"}) for i, (i_d, text) in enumerate(pairs)], "t"
+    )
+    assume(report.valid == len(pairs))
+    store = FeedbackStore(tmp_path / f"fb-{uuid.uuid4().hex}")
+    store.add(rows)
+    table = store.table()
+    assert list(table["id"]) == [row.id for row in rows]
+    assert list(table["text"]) == [row.text for row in rows]
+    frame_report = ValidationReport()
+    assert list(store.training_frame(frame_report)["text"]) == [row.text for row in rows]
+    assert not frame_report.bad
+
+
+def test_a_bare_carriage_return_keeps_its_row_whole(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "fb")
+    rows, _ = validate_rows(
+        [
+            (
+                "1",
+                {"id": "a1", "text": "Acme beats\restimates", "topic": "Earnings", "sentiment": "positive"},
+            ),
+            ("2", {"id": "a2", "text": "Fed holds rates", "topic": "Fed | Central Banks"}),
+        ],
+        "kafka",
+    )
+    store.add(rows)
+    assert len(store) == 2
+    assert list(store.training_frame()["text"]) == ["Acme beats\restimates", "Fed holds rates"]
+
+
+def test_rows_broken_in_the_stored_file_are_skipped_with_their_reason(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "fb")
+    store.directory.mkdir()
+    # What an unquoted bare "\r" in a text used to leave: the reader splits that row in two.
+    store.path.write_text(
+        "id,text,topic,sentiment,source,received_at\n"
+        "a1,Acme beats\restimates,Earnings,positive,kafka,2026-01-01T00:00:00Z\n"
+        "a2,Fed holds rates,Fed | Central Banks,neutral,kafka,2026-01-01T00:00:00Z\n",
+        newline="",
+    )
+    report = ValidationReport()
+    frame = store.training_frame(report)
+    assert list(frame["text"]) == ["Fed holds rates"]
+    assert dict(report.bad) == {"no_label": 1, "unknown_topic": 1}
+    assert report.examples == [f"{STORE_FILE} row 1: no_label", f"{STORE_FILE} row 2: unknown_topic"]
+
+
+def test_a_partial_correction_keeps_the_label_given_earlier(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "fb")
+    text = "Acme to buy Beta for $2bn"
+    for labels in ({"topic": "M&A | Investments"}, {"sentiment": "positive"}):
+        rows, _ = validate_rows([("1", {"id": "n42", "text": text, **labels})], "kafka")
+        assert store.add(rows)["added" if "topic" in labels else "updated"] == 1
+    stored = store.table().set_index("id").loc["n42"]
+    assert (stored["topic"], stored["sentiment"]) == ("M&A | Investments", "positive")
+    rows, _ = validate_rows([("1", {"id": "n42", "text": text, "topic": "Markets"})], "kafka")
+    store.add(rows)
+    stored = store.table().set_index("id").loc["n42"]
+    assert (stored["topic"], stored["sentiment"]) == ("Markets", "positive"), "a given label still replaces"
+    assert len(store) == 1

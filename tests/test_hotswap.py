@@ -136,3 +136,62 @@ def test_hot_swap_settings_defaults_and_values() -> None:
     assert config.drift_retrain_threshold == pytest.approx(0.2)
     defaults = load_config({}, environ={})
     assert defaults.registry is None and defaults.swap_poll_interval == 5.0 and defaults.drift_window == 1000
+
+
+def test_persistent_drift_requests_once_per_serving_version_or_cooldown(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    metrics = ServiceMetrics()
+    now = [1000.0]
+    drift = DriftMonitor(
+        metrics, window=10, low_confidence=0.5, threshold=0.2, registry=registry, clock=lambda: now[0]
+    )
+    engine = FakeEngine("v1", topic="Earnings")
+    engine.manifest = {
+        "training": {"data": {"label_distribution": {"topic": [1] * 20, "sentiment": [1, 1, 1]}}}
+    }
+    drift.reset(as_engine(engine))
+    classify = holder_classifier(EngineHolder(as_engine(engine)), drift)
+    classify(["x"] * 10)
+    assert registry.pending_request() is not None
+    registry.clear_request()  # a retrain run consumed it and rejected its challenger: same model serving
+    for _ in range(20):
+        classify(["x"] * 10)
+    assert registry.pending_request() is None, "the same drift does not request run after run"
+    now[0] += DriftMonitor.REQUEST_COOLDOWN_SECONDS
+    classify(["x"] * 10)
+    assert registry.pending_request() is not None, "the cooldown is over: drift that persists asks again"
+    registry.clear_request()
+    classify(["x"] * 10)
+    assert registry.pending_request() is None
+    drift.reset(as_engine(engine))  # a new version is serving: its own full window may request
+    classify(["x"] * 5)
+    assert registry.pending_request() is None, "not before the new window is full"
+    classify(["x"] * 5)
+    assert registry.pending_request() is not None
+    assert metrics.registry.get_sample_value("finsent_retrain_requests_total") == 3.0
+
+
+def test_a_version_that_failed_to_load_is_retried_once_current_went_back(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    for name in ("v1", "bad"):
+        registry.add(fake_model(tmp_path / name, name))
+    registry.promote("v1")
+    metrics = ServiceMetrics()
+    holder = EngineHolder(as_engine(FakeEngine("v1")))
+    loads: list[str] = []
+
+    def load(path: Path) -> Engine:
+        loads.append(path.name)
+        if len(loads) == 1:
+            raise ValueError("corrupt ONNX")  # e.g. a bad copy, fixed before it is promoted again
+        return as_engine(FakeEngine(path.name))
+
+    watcher = RegistryWatcher(registry, holder, load, metrics, interval=60)
+    registry.promote("bad")
+    assert watcher.check() is False and watcher.check() is False
+    assert loads == ["bad"], "a failed version is not retried while CURRENT stays on it"
+    registry.rollback()
+    assert watcher.check() is False
+    registry.promote("bad")
+    assert watcher.check() is True, "promoting it again is a new attempt"
+    assert holder.engine.version == "bad" and loads == ["bad", "bad"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,109 @@ def test_model_help_describes_every_argument(capsys: pytest.CaptureFixture[str])
             main(["model", action, "--help"])
         assert exit_info.value.code == 0
         assert expected in " ".join(capsys.readouterr().out.split())
+
+
+def init_concurrently(root: Path) -> list[object]:
+    """Two threads start on one registry at the same moment; what each init_from returned or raised."""
+    barrier = threading.Barrier(2)
+    results: list[object] = []
+
+    def start() -> None:
+        registry = ModelRegistry(root)
+        barrier.wait()
+        try:
+            results.append(registry.init_from(DEFAULT_MODEL_DIR))
+        except Exception as error:  # what the race used to raise: "version ... already exists"
+            results.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_init_from_in_two_threads_at_once_imports_once(tmp_path: Path) -> None:
+    shipped = json.loads((DEFAULT_MODEL_DIR / MANIFEST_FILE).read_text())["version"]
+    for trial in range(3):
+        results = init_concurrently(tmp_path / f"registry-{trial}")
+        assert sorted(map(str, results)) == sorted([shipped, "None"]), results
+        assert ModelRegistry(tmp_path / f"registry-{trial}").current_version() == shipped
+
+
+def test_init_from_finishes_an_import_whose_promote_never_happened(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    registry.add(fake_model(tmp_path / "v1", "v1"), reason="imported shipped model")  # then the process died
+    assert registry.current_version() is None
+    assert registry.init_from(fake_model(tmp_path / "shipped", "v9")) == "v1"
+    assert registry.current_version() == "v1"
+    assert [info.version for info in registry.versions()] == ["v1"]
+
+
+def test_init_from_on_a_registry_with_a_current_version_takes_no_lock(
+    registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.init_from(fake_model(tmp_path / "v1", "v1"))
+
+    def read_only(self: ModelRegistry) -> None:
+        raise PermissionError(13, "Permission denied", str(self.root / ".lock"))
+
+    monkeypatch.setattr(ModelRegistry, "_locked", read_only)  # a service that may only read the registry
+    assert registry.init_from(fake_model(tmp_path / "v2", "v2")) is None
+    assert registry.current_version() == "v1"
+
+
+def test_rollback_after_a_crash_between_history_and_current_goes_to_the_real_previous(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    for name in ("v1", "v2", "v3"):
+        registry.add(fake_model(tmp_path / name, name))
+    registry.promote("v1")
+    registry.promote("v2")
+    state = json.loads((registry.root / "registry.json").read_text())
+    # The history recorded "promote v3" but CURRENT was never written (the old write order).
+    state["history"].append({"version": "v3", "at": "2026-01-01T00:00:00Z", "action": "promote"})
+    (registry.root / "registry.json").write_text(json.dumps(state))
+    assert registry.current_version() == "v2" and registry.previous_version() == "v1"
+    assert registry.rollback() == "v1" and registry.current_version() == "v1"
+
+
+def test_a_promote_killed_after_writing_current_still_rolls_back(
+    registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("v1", "v2"):
+        registry.add(fake_model(tmp_path / name, name))
+    registry.promote("v1")
+
+    def killed(self: ModelRegistry, state: dict[str, object]) -> None:
+        raise KeyboardInterrupt("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ModelRegistry, "_save_state", killed)
+        with pytest.raises(KeyboardInterrupt):
+            registry.promote("v2")
+    # CURRENT is written first, so the history lacks the promote that did take effect.
+    assert registry.current_version() == "v2" and registry.previous_version() == "v1"
+    assert registry.rollback() == "v1" and registry.current_version() == "v1"
+
+
+def test_a_stored_keep_applies_to_every_writer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "registry"
+    ModelRegistry(root).set_keep(10)
+    for index in range(1, 9):
+        registry = ModelRegistry(root)
+        registry.add(fake_model(tmp_path / f"v{index}", f"v{index}"))
+        registry.promote(f"v{index}")
+    assert main(["model", "--registry", str(root), "promote", "v7"]) == 0
+    assert len(ModelRegistry(root).versions()) == 8, "finsent model keeps what retrain --keep asked for"
+    ModelRegistry(root).set_keep(3)
+    ModelRegistry(root).promote("v8")
+    assert [info.version for info in ModelRegistry(root).versions()] == ["v6", "v7", "v8"]
+    with pytest.raises(RegistryError, match="keep must be at least 2"):
+        ModelRegistry(root).set_keep(1)
+    state = json.loads((root / "registry.json").read_text())
+    (root / "registry.json").write_text(json.dumps({**state, "keep": "all"}))
+    assert main(["model", "--registry", str(root), "list"]) == 2
+    assert "'keep' must be a whole number of at least 2" in one_line_error(capsys)

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -105,30 +111,151 @@ def test_bad_config_file_exits_2_naming_the_problem(
     assert message in capsys.readouterr().err
 
 
-def test_scheduler_runs_at_once_when_drift_requests_a_retrain(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    registry = ModelRegistry(tmp_path / "registry")
+class FakeRuns:
+    """Stands in for model.retrain.retrain (run_once's real locking and request handling stay)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.during: Callable[[int], None] | None = None  # runs inside the run, given its number
+        self.started = threading.Event()
+
+    def __call__(self, settings: Any, log: Any = None, kafka_feedback: Any = None) -> SimpleNamespace:
+        self.calls += 1
+        self.started.set()
+        if self.during is not None:
+            self.during(self.calls)
+        return SimpleNamespace(promoted=False, challenger="c", champion="v1", report_path=Path("r.json"))
+
+    def wait_for(self, calls: int, seconds: float = 10) -> bool:
+        deadline = time.monotonic() + seconds
+        while self.calls < calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.calls >= calls
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> FakeRuns:
+    import model.retrain
+
+    fake = FakeRuns()
+    monkeypatch.setattr(model.retrain, "retrain", fake)
+    return fake
+
+
+def scheduled(registry: ModelRegistry, schedule: str = "0 3 * * 0") -> tuple[BackgroundScheduler, Any]:
+    """A started background scheduler with finsent retrain's jobs (requests polled every second)."""
     values = command.resolve(
-        parse("--registry", str(registry.root), "--schedule", "0 3 * * 0", "--request-poll-seconds", "1")
+        parse("--registry", str(registry.root), "--schedule", schedule, "--request-poll-seconds", "1")
     )
-    calls: list[str] = []
-    ran = threading.Event()
-
-    def fake_run_once(settings: dict[str, Any], reason: str) -> None:
-        calls.append(reason)
-        ran.set()
-
-    monkeypatch.setattr(command, "run_once", fake_run_once)
     scheduler = BackgroundScheduler(timezone="UTC")
     trigger = command.add_jobs(scheduler, values)
-    assert str(trigger.get_next_fire_time(None, command._now()).weekday()) == "6"  # a Sunday, 03:00 UTC
     scheduler.start()
+    return scheduler, trigger
+
+
+@contextmanager
+def lock_held_elsewhere(root: Path) -> Iterator[None]:
+    """Hold ROOT/retrain.lock as another process's retrain run would."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "retrain.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def test_scheduler_runs_at_once_when_drift_requests_a_retrain(tmp_path: Path, runs: FakeRuns) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    scheduler, trigger = scheduled(registry)
     try:
-        assert not ran.wait(1.5), "no request, no run before the cron time"
+        assert trigger.get_next_fire_time(None, command._now()).weekday() == 6  # a Sunday, 03:00 UTC
+        assert not runs.started.wait(1.5), "no request, no run before the cron time"
         assert registry.request_retrain("topic prediction drift", {"divergence": 0.31})
-        assert ran.wait(10), "the request was not picked up"
+        assert runs.wait_for(1), "the request was not picked up"
+        time.sleep(1.5)
     finally:
         scheduler.shutdown(wait=True)
-    assert calls == ["request: topic prediction drift"]
+    assert runs.calls == 1, "one request, one run"
     assert registry.pending_request() is None, "the request is consumed"
+
+
+def test_a_request_written_during_a_run_gets_its_own_run(tmp_path: Path, runs: FakeRuns) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+
+    def first_run_sees_drift(number: int) -> None:
+        if number == 1:
+            registry.request_retrain("topic prediction drift")
+            time.sleep(2.5)  # the 1 s request poll finds it while this run is still going
+
+    runs.during = first_run_sees_drift
+    scheduler, _ = scheduled(registry)
+    try:
+        scheduler.get_job("retrain").modify(next_run_time=command._now())  # the cron time comes
+        assert runs.wait_for(2), "the request that came in during the run was dropped"
+    finally:
+        scheduler.shutdown(wait=True)
+    assert registry.pending_request() is None
+
+
+def test_a_cron_fire_that_comes_late_still_runs(tmp_path: Path, runs: FakeRuns) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    scheduler, _ = scheduled(registry)
+    try:
+        scheduler.pause()
+        # The process was stopped or starved past the fire time (APScheduler's default grace is 1 s).
+        scheduler.get_job("retrain").modify(next_run_time=command._now() - timedelta(minutes=5))
+        scheduler.resume()
+        assert runs.wait_for(1, seconds=5), "the late run was dropped until the next cron time"
+    finally:
+        scheduler.shutdown(wait=True)
+
+
+def test_once_exits_3_while_another_run_holds_the_registry(
+    tmp_path: Path, runs: FakeRuns, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "registry"
+    with lock_held_elsewhere(root):
+        assert main(["retrain", "--once", "--registry", str(root)]) == 3
+    assert runs.calls == 0
+    assert f"another retrain run holds {root / 'retrain.lock'}" in capsys.readouterr().err
+    assert main(["retrain", "--once", "--registry", str(root)]) == 0
+    assert runs.calls == 1
+
+
+def test_scheduled_runs_wait_while_another_process_runs(tmp_path: Path, runs: FakeRuns) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    scheduler, _ = scheduled(registry)
+    try:
+        with lock_held_elsewhere(registry.root):
+            assert registry.request_retrain("sentiment prediction drift")
+            time.sleep(2.5)
+            assert runs.calls == 0, "no run while another holds retrain.lock"
+            assert registry.pending_request() is not None, "the request waits for a run that can start"
+        assert runs.wait_for(1)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert registry.pending_request() is None
+
+
+def fire_times(schedule: str, after: datetime, count: int) -> list[str]:
+    trigger, times = command._trigger(schedule), []
+    for _ in range(count):
+        after = trigger.get_next_fire_time(None, after)
+        times.append(after.strftime("%a %d %b %H:%M"))
+        after += timedelta(minutes=1)
+    return times
+
+
+def test_day_of_month_and_weekday_both_restricted_fire_on_either_as_in_crontab() -> None:
+    start = datetime(2026, 1, 1, 4, 0, tzinfo=UTC)  # a Thursday
+    assert fire_times("0 3 1 * 1", start, 6) == [
+        "Mon 05 Jan 03:00",
+        "Mon 12 Jan 03:00",
+        "Mon 19 Jan 03:00",
+        "Mon 26 Jan 03:00",
+        "Sun 01 Feb 03:00",
+        "Mon 02 Feb 03:00",
+    ]
+    assert fire_times("0 3 * * 1", start, 2) == ["Mon 05 Jan 03:00", "Mon 12 Jan 03:00"]
+    assert fire_times("30 6 15 * *", start, 2) == ["Thu 15 Jan 06:30", "Sun 15 Feb 06:30"]

@@ -18,6 +18,7 @@ from finsent.errors import UsageError, check_folder_path
 from finsent.settings_file import parse_bool, read_settings_file
 
 DEFAULT_SCHEDULE = "0 3 * * 0"
+EXIT_BUSY = 3  # --once: another retrain run holds the registry's retrain.lock; nothing was done
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,12 @@ SETTINGS: tuple[Setting, ...] = (
         "leave PyTorch near-ties (top-two gap below this) out of parity agreement",
     ),
     Setting(
-        "keep", int, 5, "versions kept in the registry (current and previous are never deleted)", minimum=2
+        "keep",
+        int,
+        None,
+        "versions kept in the registry, current and previous never deleted; stored in the registry for "
+        "later runs and `finsent model` (default: the stored value, else 5)",
+        minimum=2,
     ),
     Setting(
         "request_poll_seconds",
@@ -92,7 +98,11 @@ def register(subparsers: Any) -> None:
         "the cron --schedule and at once whenever a drift retrain request appears in the registry.",
     )
     parser.add_argument("--config", type=Path, default=None, help="YAML file of the settings below")
-    parser.add_argument("--once", action="store_true", help="one run now, then exit (0 promoted or rejected)")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help=f"one run now, then exit (0 promoted or rejected, 1 failed, {EXIT_BUSY} another run is going)",
+    )
     for setting in SETTINGS:
         flag = "--" + setting.name.replace("_", "-")
         if setting.kind is bool:
@@ -185,62 +195,84 @@ def cron_weekdays(field: str) -> str:
 
 
 def _trigger(schedule: str) -> Any:
+    """The APScheduler trigger of a crontab schedule (UTC), with crontab's meaning of both day fields."""
+    from apscheduler.triggers.combining import OrTrigger
     from apscheduler.triggers.cron import CronTrigger
 
     try:
         fields = schedule.split()
         if len(fields) != 5:
             raise ValueError(f"expected 5 fields, got {len(fields)}")
-        fields[4] = cron_weekdays(fields[4])
-        return CronTrigger.from_crontab(" ".join(fields), timezone="UTC")
+        minute, hour, day, month, weekday = fields
+        weekdays = cron_weekdays(weekday)
+        if day.startswith("*") or weekday.startswith("*"):
+            return CronTrigger.from_crontab(f"{minute} {hour} {day} {month} {weekdays}", timezone="UTC")
+        # Both restricted: crontab fires when EITHER matches, APScheduler only when both do.
+        return OrTrigger(
+            [
+                CronTrigger.from_crontab(f"{minute} {hour} {day} {month} *", timezone="UTC"),
+                CronTrigger.from_crontab(f"{minute} {hour} * {month} {weekdays}", timezone="UTC"),
+            ]
+        )
     except ValueError as error:
         raise UsageError(f"--schedule {schedule!r}: not a crontab expression ({error})") from None
 
 
 def run_once(values: dict[str, Any], reason: str) -> Any:
-    """Read new feedback, then one champion/challenger round; returns the RetrainResult."""
+    """Read new feedback, then one champion/challenger round; returns the RetrainResult.
+
+    Holds the registry's retrain.lock throughout (RetrainBusy if another run has it) and, once it
+    has it, consumes a waiting drift request: this run serves it.
+    """
     try:
         from model.data import DEFAULT_DATA_DIR
         from model.feedback import FeedbackStore
+        from model.registry import ModelRegistry
         from model.retrain import RetrainSettings, retrain
     except ImportError as error:
         raise UsageError(f"retraining needs the 'train' extra (pip install -e '.[train]'): {error}") from None
     registry: Path = values["registry"]
     store_dir = registry / "feedback"
     kafka_report: dict[str, Any] | None = None
-    print(f"retrain ({reason}): registry {registry}", file=sys.stderr, flush=True)
-    if values["bootstrap_servers"]:
-        from finsent.retraining import drain_labels
-        from ingest import KafkaSettings
+    model_registry = ModelRegistry(registry)
+    with model_registry.retrain_lock():
+        request = model_registry.pending_request()
+        print(f"retrain ({reason}): registry {registry}", file=sys.stderr, flush=True)
+        if request is not None:
+            model_registry.clear_request()
+            print(f"this run serves the waiting request: {request.get('reason', '?')}", file=sys.stderr)
+        if values["bootstrap_servers"]:
+            from finsent.retraining import drain_labels
+            from ingest import KafkaSettings
 
-        report = drain_labels(
-            KafkaSettings(bootstrap_servers=values["bootstrap_servers"], group_id=values["group_id"]),
-            values["labels_topic"],
-            FeedbackStore(store_dir),
+            report = drain_labels(
+                KafkaSettings(bootstrap_servers=values["bootstrap_servers"], group_id=values["group_id"]),
+                values["labels_topic"],
+                FeedbackStore(store_dir),
+            )
+            kafka_report = report.as_json()
+            print(f"labels topic {values['labels_topic']}: {json.dumps(kafka_report)}", file=sys.stderr)
+        settings = RetrainSettings(
+            registry=registry,
+            data_dir=values["data_dir"] or DEFAULT_DATA_DIR,
+            feedback_store=store_dir,
+            feedback_folder=values["feedback_dir"],
+            base_dir=values["base"],
+            tolerance=values["tolerance"],
+            epochs=values["epochs"],
+            max_steps=values["max_steps"],
+            max_rows=values["max_rows"],
+            batch_size=values["batch_size"],
+            learning_rate=values["learning_rate"],
+            max_tokens=values["max_tokens"],
+            gold_share=values["gold_share"],
+            gold_rows=values["gold_rows"],
+            parity_rows=values["parity_rows"],
+            parity_margin=values["parity_margin"],
+            shuffle_labels=values["shuffle_labels"],
+            keep=values["keep"],
         )
-        kafka_report = report.as_json()
-        print(f"labels topic {values['labels_topic']}: {json.dumps(kafka_report)}", file=sys.stderr)
-    settings = RetrainSettings(
-        registry=registry,
-        data_dir=values["data_dir"] or DEFAULT_DATA_DIR,
-        feedback_store=store_dir,
-        feedback_folder=values["feedback_dir"],
-        base_dir=values["base"],
-        tolerance=values["tolerance"],
-        epochs=values["epochs"],
-        max_steps=values["max_steps"],
-        max_rows=values["max_rows"],
-        batch_size=values["batch_size"],
-        learning_rate=values["learning_rate"],
-        max_tokens=values["max_tokens"],
-        gold_share=values["gold_share"],
-        gold_rows=values["gold_rows"],
-        parity_rows=values["parity_rows"],
-        parity_margin=values["parity_margin"],
-        shuffle_labels=values["shuffle_labels"],
-        keep=values["keep"],
-    )
-    result = retrain(settings, kafka_feedback=kafka_report)
+        result = retrain(settings, kafka_feedback=kafka_report)
     decision = "PROMOTED" if result.promoted else "REJECTED"
     print(
         f"{decision} {result.challenger} (champion {result.champion}); report {result.report_path}",
@@ -255,10 +287,15 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     if args.once:
+        from model.registry import RetrainBusy
+
         try:
             run_once(values, "--once")
         except UsageError:
             raise
+        except RetrainBusy as error:
+            print(f"finsent retrain: {error}; not running", file=sys.stderr)
+            return EXIT_BUSY
         except Exception as error:
             logging.getLogger("finsent.retrain").exception("retrain run failed; the champion stays")
             print(f"finsent retrain: run failed: {type(error).__name__}: {error}", file=sys.stderr)
@@ -294,12 +331,13 @@ def _scheduled(values: dict[str, Any]) -> int:
 def add_jobs(scheduler: Any, values: dict[str, Any]) -> Any:
     """Add the cron job and the retrain-request check to an APScheduler scheduler; returns the cron trigger.
 
-    One run at a time: a trigger that fires while a run is going is skipped (logged).
+    One run at a time: a cron trigger that fires while a run is going here or in another process
+    (retrain.lock) is skipped (logged). A drift request stays waiting until a run starts and takes it.
     """
-    from model.registry import ModelRegistry
+    from model.registry import ModelRegistry, RetrainBusy
 
     log = logging.getLogger("finsent.retrain")
-    registry = ModelRegistry(values["registry"], keep=values["keep"])
+    registry = ModelRegistry(values["registry"])
     busy = threading.Lock()
 
     def job(reason: str) -> None:
@@ -308,6 +346,8 @@ def add_jobs(scheduler: Any, values: dict[str, Any]) -> Any:
             return
         try:
             run_once(values, reason)
+        except RetrainBusy as error:
+            log.info("%s; skipping the %s trigger", error, reason)
         except Exception:
             log.exception("retrain run failed; the champion stays")
         finally:
@@ -315,12 +355,21 @@ def add_jobs(scheduler: Any, values: dict[str, Any]) -> Any:
 
     def check_request() -> None:
         request = registry.pending_request()
-        if request is not None:
-            registry.clear_request()
+        if request is not None and not busy.locked():  # else it waits for the run after this one
             job(f"request: {request.get('reason', '?')}")
 
     trigger = _trigger(values["schedule"])
-    scheduler.add_job(job, trigger, args=["schedule"], id="retrain", max_instances=1, coalesce=True)
+    # misfire_grace_time=None: a fire time missed while the process was stopped or starved still runs
+    # (once: coalesce) instead of waiting for the next cron time, perhaps a week away.
+    scheduler.add_job(
+        job,
+        trigger,
+        args=["schedule"],
+        id="retrain",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+    )
     scheduler.add_job(
         check_request,
         "interval",
