@@ -88,6 +88,12 @@ class DriftMonitor:
                 reference = reference_from_data(self.data_dir)
             except (OSError, ValueError, KeyError) as error:
                 log.warning("no training label distribution for drift (%s)", error)
+        if reference is None:
+            log.warning(
+                "model %s records no training label distribution and no data/ folder is here: "
+                "finsent_prediction_drift is not exported and drift cannot request a retrain",
+                engine.version,
+            )
         with self._lock:
             self.tracker = DriftTracker(reference, self.window, self.low_confidence)
             self._requested_at = None

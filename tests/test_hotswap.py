@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -195,3 +196,13 @@ def test_a_version_that_failed_to_load_is_retried_once_current_went_back(tmp_pat
     registry.promote("bad")
     assert watcher.check() is True, "promoting it again is a new attempt"
     assert holder.engine.version == "bad" and loads == ["bad", "bad"]
+
+
+def test_a_model_without_a_drift_reference_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """Without one the drift gauge is silently absent; an operator must learn why from the log."""
+    drift = DriftMonitor(ServiceMetrics(), window=10, low_confidence=0.5, data_dir=None)
+    engine = FakeEngine("v1", topic="Earnings")
+    engine.manifest = {}
+    with caplog.at_level(logging.WARNING):
+        drift.reset(as_engine(engine))
+    assert "v1 records no training label distribution" in caplog.text
