@@ -106,14 +106,7 @@ def path_runner(key: str, args: argparse.Namespace) -> tuple[Callable[[list[str]
         return engine.probabilities, engine.providers
 
     torch.set_num_threads(os.cpu_count() or 1)
-    train_dir = args.train_dir or ROOT / manifest["training"]["config"]["out_dir"]
-    if not (train_dir / "checkpoint").is_dir():
-        # The PyTorch weights (90 MB) stay out of the repository's 50 MB model budget.
-        raise SystemExit(
-            f"no PyTorch checkpoint at {train_dir / 'checkpoint'}: the PyTorch rows need the shipped "
-            "model's training run; rebuild it with `make model` or pass --train-dir"
-        )
-    network = load_checkpoint(train_dir / "checkpoint")
+    network = load_checkpoint(training_checkpoint(args, manifest))
     if key == "a":
         from transformers import PreTrainedTokenizerFast
 
@@ -273,6 +266,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def training_checkpoint(args: argparse.Namespace, manifest: dict[str, Any]) -> Path:
+    """The PyTorch checkpoint behind the shipped model: --train-dir, else the run its manifest names."""
+    train_dir = args.train_dir or ROOT / manifest["training"]["config"]["out_dir"]
+    return Path(train_dir) / "checkpoint"
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Reject counts, batch sizes, model directory or output path that cannot work, before measuring."""
     if args.rounds < 1:
@@ -287,10 +286,19 @@ def check_args(args: argparse.Namespace) -> None:
             f"--torch-batch-sizes must be positive integers separated by commas, got {args.torch_batch_sizes!r}"
         )
     try:
-        read_manifest(args.model_dir)
+        manifest = read_manifest(args.model_dir)
     except ModelIntegrityError as error:
         raise UsageError(f"--model-dir: {error}") from None
     check_out(args.out)
+    # The PyTorch weights (90 MB) and the fp32 export stay out of the repository's 50 MB model budget.
+    checkpoint = training_checkpoint(args, manifest)
+    if not checkpoint.is_dir():
+        raise UsageError(
+            f"--train-dir: no PyTorch checkpoint at {checkpoint}: the PyTorch rows need the shipped "
+            "model's training run; rebuild it with `make model` or pass --train-dir"
+        )
+    if not (args.export_dir / "manifest.json").is_file():
+        raise UsageError(f"--export-dir: no exported model in {args.export_dir}: run `make model` first")
 
 
 def main() -> int:

@@ -99,3 +99,26 @@ def test_model_benchmark_rejects_bad_arguments_in_one_line_before_measuring(
     assert len(lines) == 1 and lines[0].startswith(f"model_throughput: error: {named}"), completed.stderr[
         -2000:
     ]
+
+
+@pytest.mark.parametrize("missing", ["--train-dir", "--export-dir"])
+def test_model_benchmark_without_a_training_run_says_what_to_build(tmp_path: Path, missing: str) -> None:
+    """A fresh checkout has neither (make model builds them): one line and exit 2, not a worker's traceback."""
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    present = {"--train-dir": str(tmp_path / "run"), "--export-dir": str(ROOT / "model" / "default")}
+    present[missing] = str(tmp_path / "absent")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "model_throughput.py"),
+            *(item for flag, value in present.items() for item in (flag, value)),
+            *("--out", str(tmp_path / "b.json")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"model_throughput: error: {missing}"), completed.stderr
+    assert "make model" in lines[0]
