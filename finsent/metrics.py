@@ -30,7 +30,9 @@ class ServiceMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.consumed_total = Counter(
-            "finsent_messages_consumed", "Records read from the input topic.", registry=r
+            "finsent_messages_consumed",
+            "Records read from the input topic (re-reads after a rewind count again).",
+            registry=r,
         )
         self.invalid_total = Counter(
             "finsent_messages_invalid", "Records sent to the DLQ, by reason.", ["reason"], registry=r
@@ -58,7 +60,7 @@ class ServiceMetrics:
         )
         self.lag_messages = Gauge(
             "finsent_consumer_lag_messages",
-            "High watermark minus next offset.",
+            "High watermark minus committed offset.",
             ["topic", "partition"],
             registry=r,
         )
@@ -67,7 +69,9 @@ class ServiceMetrics:
             "finsent_stream_errors", "Recoverable stream failures, by kind.", ["kind"], registry=r
         )
         self.ready = Gauge(
-            "finsent_ready", "1 when in the group with a working broker connection.", registry=r
+            "finsent_ready",
+            "1 when in the group and a broker round trip worked in the last 15 seconds.",
+            registry=r,
         )
         self.paused = Gauge(
             "finsent_fetch_paused", "1 while fetching is paused for backpressure.", registry=r

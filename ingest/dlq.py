@@ -11,6 +11,10 @@ from typing import Any
 from ingest.contract import Invalid
 
 DEFAULT_MAX_ORIGINAL_BYTES = 256 * 1024
+# A dead letter too large to produce (a huge key, or a broker limit below the usual one) is sent again
+# with at most this much of its key and original: under 100 KB in all, so it fits any sane limit.
+COMPACT_KEY_BYTES = 1024
+COMPACT_ORIGINAL_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -35,11 +39,13 @@ def dlq_record(
     source: Source,
     *,
     max_original_bytes: int = DEFAULT_MAX_ORIGINAL_BYTES,
+    max_key_bytes: int | None = None,
     now: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON object written to the DLQ topic for one rejected record."""
+    """The JSON object written to the DLQ topic for one rejected record (key untruncated by default)."""
     data = original or b""
     kept = data[:max_original_bytes]
+    key = source.key if source.key is None or max_key_bytes is None else source.key[:max_key_bytes]
     return {
         "reason": invalid.reason.value,
         "detail": invalid.detail,
@@ -50,7 +56,8 @@ def dlq_record(
         "source_partition": source.partition,
         "source_offset": source.offset,
         "source_timestamp_ms": source.timestamp_ms,
-        "source_key_base64": None if source.key is None else base64.b64encode(source.key).decode("ascii"),
+        "source_key_base64": None if key is None else base64.b64encode(key).decode("ascii"),
+        "source_key_truncated": key is not None and source.key is not None and len(key) < len(source.key),
         "failed_at": now or utc_now_rfc3339(),
     }
 

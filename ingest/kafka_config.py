@@ -33,6 +33,12 @@ class KafkaSettings:
     fetch_max_wait_ms: int = 100
 
 
+# kafka-python's default max_request_size, and about the default record limit of Kafka brokers and
+# topics (message.max.bytes / max.message.bytes).
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+# What a scored record adds to its input payload (model fields, published_at, scored_at), with room to spare.
+ENVELOPE_HEADROOM_BYTES = 64 * 1024
+
 # Kafka's rule for topic names (kafka.common.internals.Topic): 1-249 of these characters, not "." or "..".
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -102,12 +108,24 @@ def consumer_config(settings: KafkaSettings, max_poll_records: int) -> dict[str,
     }
 
 
-def producer_config(settings: KafkaSettings) -> dict[str, Any]:
+def output_request_limit(max_message_bytes: int) -> int:
+    """The producer's max_request_size for a stream that accepts payloads up to max_message_bytes.
+
+    At least kafka-python's default, so the dead letters of the default settings (at most 256 KiB of
+    original, base64) always fit; above it, room for the largest accepted payload's scored record.
+    """
+    return max(DEFAULT_MAX_REQUEST_BYTES, max_message_bytes + ENVELOPE_HEADROOM_BYTES)
+
+
+def producer_config(settings: KafkaSettings, max_request_size: int | None = None) -> dict[str, Any]:
     """Producer options: acknowledged by all in-sync replicas, idempotent, small linger for batching."""
-    return {
+    config: dict[str, Any] = {
         **common_config(settings),
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
         "max_block_ms": settings.request_timeout_ms,
     }
+    if max_request_size is not None:
+        config["max_request_size"] = max_request_size
+    return config

@@ -18,12 +18,24 @@ from kafka import (
     OffsetAndMetadata,
     TopicPartition,
 )
-from kafka.errors import KafkaError
+from kafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 
 from ingest.batcher import MicroBatcher
 from ingest.contract import DEFAULT_MAX_MESSAGE_BYTES, Invalid, InvalidReason, NewsItem, decode
-from ingest.dlq import Source, dlq_record, encode_json, utc_now_rfc3339
-from ingest.kafka_config import KafkaSettings, consumer_config, producer_config
+from ingest.dlq import (
+    COMPACT_KEY_BYTES,
+    COMPACT_ORIGINAL_BYTES,
+    Source,
+    dlq_record,
+    encode_json,
+    utc_now_rfc3339,
+)
+from ingest.kafka_config import KafkaSettings, consumer_config, output_request_limit, producer_config
 from ingest.observer import NullObserver, Observer
 from ingest.offsets import OffsetTracker, Partition
 from ingest.scored import Classifier, check_result, scored_record
@@ -32,6 +44,22 @@ log = logging.getLogger("ingest.loop")
 
 # How long a lag report may wait for the end offsets of partitions not fetched yet (no high watermark).
 END_OFFSETS_TIMEOUT_MS = 500
+# Readiness needs a broker round trip (an acknowledged record, a commit, a group join or a probe)
+# that worked, within READY_WINDOW_S. An idle loop probes (an end-offsets request) every PROBE_INTERVAL_S.
+PROBE_INTERVAL_S = 5.0
+PROBE_TIMEOUT_MS = 1000
+READY_WINDOW_S = 15.0
+# A flush waits in slices this long, so a stop request is noticed while the broker does not answer.
+FLUSH_SLICE_S = 0.25
+# Consecutive failed recoveries after which the producer is replaced even without a known fatal error.
+REPLACE_PRODUCER_AFTER = 3
+# A commit waits at most this long (a lost commit only means a replay), so a stop is not held up by it.
+COMMIT_TIMEOUT_MS = 10_000
+# Closing: leaving the group, and stopping a producer's I/O thread, wait at most this long.
+CONSUMER_CLOSE_TIMEOUT_MS = 5_000
+PRODUCER_CLOSE_JOIN_S = 2.0
+# What the broker or the producer answers for a record over its size limit.
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 @dataclass(frozen=True)
@@ -47,6 +75,8 @@ class LoopSettings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     model_version: str = "unknown"
     flush_timeout_s: float = 60.0
+    # Once a stop is requested, how long acknowledgements and the final commit may still take.
+    shutdown_timeout_s: float = 10.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 15.0
 
@@ -77,11 +107,13 @@ class Pending:
 class _Sent:
     """A produced record whose acknowledgement is outstanding."""
 
-    future: Any
     kind: str
     label: str = ""
     sentiment: str = ""
     source_timestamp_ms: int | None = None
+    # Produces a smaller stand-in when the record is refused for its size (None: there is none).
+    instead: Callable[[str], None] | None = None
+    future: Any = None
 
 
 @dataclass
@@ -145,7 +177,9 @@ class StreamLoop:
         self.kafka = kafka
         self.classify = classify
         self.observer: Observer = observer or NullObserver()
+        self._clock = clock
         self._stop = threading.Event()
+        self._stop_deadline = float("inf")
         self._batcher: MicroBatcher[Pending] = MicroBatcher(settings.max_batch, settings.max_wait_ms, clock)
         self._tracker = OffsetTracker()
         self._sent: list[_Sent] = []
@@ -158,32 +192,37 @@ class StreamLoop:
         # report never re-creates the series of a partition that was just revoked.
         self._lag_lock = threading.Lock()
         self._paused = False
-        self._ready = False
         self._joined = False
+        self._broker_ok = False
+        self._last_answer = float("-inf")
+        self._last_probe = float("-inf")
         # Set when run() dies of an unexpected error: closing the consumer then commits nothing, so
         # the records of a half-produced batch are replayed rather than skipped.
         self._crashed = False
         self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
-        self._last_lag_report = 0.0
-        self._last_idle_checkpoint = 0.0
+        self._failed_recoveries = 0
+        self._last_lag_report = float("-inf")
+        self._last_idle_checkpoint = float("-inf")
         self.stats = {"consumed": 0, "scored": 0, "invalid": 0, "commits": 0, "rewinds": 0}
 
     # ----------------------------------------------------------------- control
 
     def request_stop(self) -> None:
         """Ask the loop to finish the in-flight batch, commit and return (safe from a signal handler)."""
+        if not self._stop.is_set():
+            self._stop_deadline = self._clock() + self.settings.shutdown_timeout_s
         self._stop.set()
 
     @property
     def ready(self) -> bool:
-        """In the group with a working broker connection."""
-        return self._ready
+        """In the group, and the last broker round trip worked and is recent."""
+        return self._joined and self._broker_ok and self._clock() - self._last_answer < READY_WINDOW_S
 
     def run(self) -> None:
         """Connect (retrying with backoff), serve until stopped, then shut down cleanly."""
         try:
             while not self._stop.is_set():
-                if self._consumer is None and not self._connect():
+                if (self._consumer is None or self._producer is None) and not self._connect():
                     continue
                 try:
                     self._serve()
@@ -199,13 +238,22 @@ class StreamLoop:
     # ------------------------------------------------------------- connection
 
     def _connect(self) -> bool:
+        """Create whichever client is missing; on failure back off and return False."""
         try:
-            self._producer = KafkaProducer(**producer_config(self.kafka))
-            consumer = KafkaConsumer(**consumer_config(self.kafka, self.settings.max_batch))
-            consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
-            self._consumer = consumer
+            if self._producer is None:
+                limit = output_request_limit(self.settings.max_message_bytes)
+                self._producer = KafkaProducer(**producer_config(self.kafka, max_request_size=limit))
+                log.info("producer connected to %s", self.kafka.bootstrap_servers)
+            if self._consumer is None:
+                consumer = KafkaConsumer(**consumer_config(self.kafka, self.settings.max_batch))
+                consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
+                self._consumer = consumer
+                log.info(
+                    "connected to %s; subscribed to %s",
+                    self.kafka.bootstrap_servers,
+                    self.settings.input_topic,
+                )
         except (KafkaError, OSError) as error:
-            self._close()
             self.observer.error("connect")
             delay = self._backoff.next_delay()
             log.warning(
@@ -213,19 +261,42 @@ class StreamLoop:
             )
             self._stop.wait(delay)
             return False
-        log.info("connected to %s; subscribed to %s", self.kafka.bootstrap_servers, self.settings.input_topic)
         return True
 
     def _recover(self, error: BaseException) -> None:
         """After a failed produce/flush: drop unacknowledged work, rewind to the last commit, back off."""
         self.observer.error("produce" if isinstance(error, DeliveryFailed) else "broker")
-        self._set_ready(False)
+        self._unanswered()
         delay = self._backoff.next_delay()
         log.warning("stream error: %s; rewinding to last commit, retrying in %.1fs", error, delay)
         self._drop_inflight()
         self._batcher.discard(lambda _: True)
         self._sent.clear()
         self.stats["rewinds"] += 1
+        self._failed_recoveries += 1
+        self._drop_stuck_producer()
+        self._rewind()
+        self._stop.wait(delay)
+
+    def _drop_stuck_producer(self) -> None:
+        """Close the producer if it is in a fatal state or keeps failing; run() connects a new one."""
+        # A broker restart can leave kafka-python's idempotent producer failing every record for good
+        # (a fatal InitProducerId error); a new producer starts clean.
+        if self._producer is None:
+            return
+        if producer_is_broken(self._producer):
+            why = "it is in a fatal state"
+        elif self._failed_recoveries >= REPLACE_PRODUCER_AFTER:
+            why = f"{self._failed_recoveries} failed recoveries in a row"
+        else:
+            return
+        log.warning("replacing the producer: %s", why)
+        close_producer(self._producer)
+        self._producer = None
+        self._failed_recoveries = 0
+
+    def _rewind(self) -> None:
+        """Seek every owned partition back to its last commit, so what was not acknowledged is replayed."""
         for partition in list(self._assignment):
             position = self._tracker.rewind(partition)
             if position is not None:
@@ -233,23 +304,22 @@ class StreamLoop:
                     self._consumer.seek(TopicPartition(*partition), position)
                 except (KafkaError, AssertionError, ValueError) as seek_error:
                     log.warning("seek %s to %d failed: %s", partition, position, seek_error)
-        self._stop.wait(delay)
 
     def _close(self) -> None:
+        """Release the classify worker and both clients; the consumer's close commits nothing itself."""
         self._executor.shutdown(wait=True)
         if self._consumer is not None:
             try:
-                self._consumer.close(autocommit=False)
+                self._consumer.close(autocommit=False, timeout_ms=CONSUMER_CLOSE_TIMEOUT_MS)
             except Exception as error:  # closing is best effort
                 log.warning("consumer close: %s", error)
             self._consumer = None
         if self._producer is not None:
-            try:
-                self._producer.close(timeout=10)
-            except Exception as error:
-                log.warning("producer close: %s", error)
+            # Everything worth waiting for was flushed already; what is left is never committed.
+            close_producer(self._producer)
             self._producer = None
-        self._set_ready(False)
+        self._joined = False
+        self._publish_state()
 
     # ------------------------------------------------------------------ serve
 
@@ -272,24 +342,30 @@ class StreamLoop:
         else:
             wait = self._batcher.seconds_until_ready()
             timeout_ms = 100 if wait is None else int(min(wait, 0.1) * 1000)
-        records = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.settings.max_batch)
+        records = self._consumer.poll(timeout_ms=timeout_ms, max_records=self._poll_limit())
         for batch in records.values():
             for record in batch:
                 self._accept(record)
-        if records:
-            self.observer.consumed(sum(len(batch) for batch in records.values()))
-        now = time.monotonic()
+        now = self._clock()
         if self._inflight is None and not self._batcher and now - self._last_idle_checkpoint > 0.2:
             self._last_idle_checkpoint = now
             self._checkpoint()
         if now - self._last_lag_report > 1.0:
             self._last_lag_report = now
             self._report_lag()
+        if now - max(self._last_answer, self._last_probe) >= PROBE_INTERVAL_S:
+            self._probe_broker()
+
+    def _poll_limit(self) -> int:
+        """How many records the next poll may return: no more than the buffer has room for."""
+        # Never 0 (kafka-python refuses it): a full buffer has its partitions paused, so nothing comes.
+        room = self.settings.max_buffer - len(self._batcher)
+        return max(1, min(self.settings.max_batch, room))
 
     def _accept(self, record: Any) -> None:
+        """Buffer one polled record for classification, or dead-letter it; then count it as consumed."""
         partition = Partition(record.topic, record.partition)
         self._tracker.polled(partition, record.offset)
-        self.stats["consumed"] += 1
         timestamp = record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None
         result = decode(record.value, self.settings.max_message_bytes)
         if isinstance(result, Invalid):
@@ -297,6 +373,8 @@ class StreamLoop:
             self._send_dlq(result, record.value, source)
         else:
             self._batcher.add(Pending(partition, record.offset, timestamp, result, record.value, record.key))
+        self.stats["consumed"] += 1
+        self.observer.consumed(1)
 
     def _start_batch(self) -> None:
         batch = self._batcher.take()
@@ -344,47 +422,116 @@ class StreamLoop:
             scored_at=scored_at,
         )
         label = record["topic"]
-        future = self._producer.send(
-            self.settings.output_topic, key=label.encode("utf-8"), value=encode_json(record)
-        )
-        self._sent.append(_Sent(future, "scored", label, record["sentiment"], pending.timestamp_ms))
 
-    def _send_dlq(self, invalid: Invalid, original: bytes | None, source: Source) -> None:
-        value = encode_json(dlq_record(invalid, original, source))
-        future = self._producer.send(
-            self.settings.dlq_topic,
-            key=source.key,
-            value=value,
-            headers=[("finsent-reason", invalid.reason.value.encode("ascii"))],
-        )
-        self._sent.append(_Sent(future, "dlq", invalid.reason.value))
+        def dead_letter(why: str) -> None:
+            source = pending.source()
+            log.warning(
+                "scored record of %s:%d@%d is too large to produce (%s); dead-lettering it as oversized",
+                source.topic,
+                source.partition,
+                source.offset,
+                why,
+            )
+            detail = f"the scored record is too large to produce: {why}"[:300]
+            self._send_dlq(Invalid(InvalidReason.OVERSIZED, detail), pending.raw, source)
+
+        entry = _Sent("scored", label, record["sentiment"], pending.timestamp_ms, instead=dead_letter)
+        self._produce(entry, self.settings.output_topic, label.encode("utf-8"), encode_json(record))
+
+    def _send_dlq(
+        self, invalid: Invalid, original: bytes | None, source: Source, *, compact: bool = False
+    ) -> None:
+        """Dead-letter one record; if that is too large, again without most of its key and original."""
+        key = source.key
+        if compact:
+            key = None if key is None else key[:COMPACT_KEY_BYTES]
+            letter = dlq_record(
+                invalid,
+                original,
+                source,
+                max_original_bytes=COMPACT_ORIGINAL_BYTES,
+                max_key_bytes=COMPACT_KEY_BYTES,
+            )
+        else:
+            letter = dlq_record(invalid, original, source)
+
+        def smaller(why: str) -> None:
+            log.warning(
+                "dead letter for %s:%d@%d is too large (%s); dropping most of its key and original",
+                source.topic,
+                source.partition,
+                source.offset,
+                why,
+            )
+            self._send_dlq(invalid, original, source, compact=True)
+
+        entry = _Sent("dlq", invalid.reason.value, instead=None if compact else smaller)
+        headers = [("finsent-reason", invalid.reason.value.encode("ascii"))]
+        self._produce(entry, self.settings.dlq_topic, key, encode_json(letter), headers)
+
+    def _produce(
+        self,
+        entry: _Sent,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send one record; one the producer refuses for its size is replaced by its stand-in at once."""
+        try:
+            entry.future = self._producer.send(topic, key=key, value=value, headers=headers)
+        except TOO_LARGE as error:
+            if entry.instead is None:
+                raise
+            entry.instead(str(error))
+            return
+        self._sent.append(entry)
 
     def _flush(self) -> None:
         """Block until every produced record is acknowledged; raise DeliveryFailed otherwise."""
-        if not self._sent:
-            return
-        try:
-            self._producer.flush(timeout=self.settings.flush_timeout_s)
-        except KafkaError as error:
-            raise DeliveryFailed(f"flush: {error}") from error
-        sent, self._sent = self._sent, []
-        now_ms = time.time() * 1000.0
-        failures = 0
-        for entry in sent:
-            if not entry.future.is_done or entry.future.failed():
-                failures += 1
-                continue
-            if entry.kind == "scored":
-                self.stats["scored"] += 1
-                latency = None
-                if entry.source_timestamp_ms is not None:
-                    latency = max(0.0, (now_ms - entry.source_timestamp_ms) / 1000.0)
-                self.observer.scored(entry.label, entry.sentiment, latency)
-            else:
-                self.stats["invalid"] += 1
-                self.observer.invalid(entry.label)
-        if failures:
-            raise DeliveryFailed(f"{failures} of {len(sent)} records were not acknowledged")
+        while self._sent:  # again when a record refused for its size was replaced by a stand-in
+            self._await_acks()
+            sent, self._sent = self._sent, []
+            failures = sum(not self._settle(entry) for entry in sent)
+            if failures:
+                raise DeliveryFailed(f"{failures} of {len(sent)} records were not acknowledged")
+            self._answered()
+            self._failed_recoveries = 0
+
+    def _await_acks(self) -> None:
+        """Flush the producer in short slices until done, past flush_timeout_s, or cut short by a stop."""
+        deadline = self._clock() + self.settings.flush_timeout_s
+        while True:
+            if self._stop.is_set():
+                deadline = min(deadline, self._stop_deadline)
+            try:
+                self._producer.flush(timeout=max(0.0, min(FLUSH_SLICE_S, deadline - self._clock())))
+                return
+            except KafkaTimeoutError as error:
+                if self._clock() >= deadline:
+                    raise DeliveryFailed(f"flush: {error}") from error
+                self._publish_state()  # readiness expires while no acknowledgement comes
+            except KafkaError as error:
+                raise DeliveryFailed(f"flush: {error}") from error
+
+    def _settle(self, entry: _Sent) -> bool:
+        """Count one acknowledged record, or replace one refused for its size; False if it failed."""
+        future = entry.future
+        if future.is_done and isinstance(future.exception, TOO_LARGE) and entry.instead is not None:
+            entry.instead(str(future.exception))  # the broker's limit: its stand-in goes out next round
+            return True
+        if not future.is_done or future.failed():
+            return False
+        if entry.kind == "scored":
+            self.stats["scored"] += 1
+            latency = None
+            if entry.source_timestamp_ms is not None:
+                latency = max(0.0, (time.time() * 1000.0 - entry.source_timestamp_ms) / 1000.0)
+            self.observer.scored(entry.label, entry.sentiment, latency)
+        else:
+            self.stats["invalid"] += 1
+            self.observer.invalid(entry.label)
+        return True
 
     # ----------------------------------------------------------------- commit
 
@@ -397,14 +544,12 @@ class StreamLoop:
         """Flush the producer, then commit everything before the first record not yet done."""
         positions = self._tracker.safe_positions(self._pending_offsets())
         self._flush()
-        self._backoff.reset()
         todo = self._tracker.uncommitted({tp: pos for tp, pos in positions.items() if tp in self._assignment})
         if not todo:
-            self._set_ready(True)
             return
         offsets = {TopicPartition(*tp): OffsetAndMetadata(pos, "", -1) for tp, pos in todo.items()}
         try:
-            self._consumer.commit(offsets)
+            self._consumer.commit(offsets, timeout_ms=self._commit_timeout_ms())
         except KafkaError as error:
             # The records are produced; a lost commit only means a replay (duplicates) later.
             self.observer.error("commit")
@@ -413,7 +558,13 @@ class StreamLoop:
         self._tracker.committed(todo)
         self.stats["commits"] += 1
         self.observer.committed(len(todo))
-        self._set_ready(True)
+        self._answered()
+
+    def _commit_timeout_ms(self) -> int:
+        """COMMIT_TIMEOUT_MS, or less once stopping: what is left of the shutdown budget (at least 1 s)."""
+        if not self._stop.is_set():
+            return COMMIT_TIMEOUT_MS
+        return max(1000, min(COMMIT_TIMEOUT_MS, int((self._stop_deadline - self._clock()) * 1000)))
 
     # ------------------------------------------------------------ backpressure
 
@@ -426,10 +577,10 @@ class StreamLoop:
         elif not full and self._paused:
             self._consumer.resume(*partitions)
             self._paused = False
-        self.observer.state(self._ready, self._paused, len(self._batcher))
+        self._publish_state()
 
     def _report_lag(self) -> None:
-        """Report every owned partition's lag: high watermark minus the next offset to read."""
+        """Report every owned partition's lag: log end (high watermark) minus the committed offset."""
         with self._lag_lock:
             owned = sorted(self._assignment)
         positions: dict[Partition, int] = {}
@@ -437,7 +588,8 @@ class StreamLoop:
         for partition in owned:
             tp = TopicPartition(*partition)
             try:
-                position = self._tracker.next_offset(partition)
+                # Committed, not read: a stage that re-reads the same records (a rewind loop) shows lag.
+                position = self._tracker.replay_position(partition)
                 if position is None:
                     # Owned but nothing polled from it yet (a backlog drains one partition at a time):
                     # the consumer's position, i.e. the committed offset. timeout_ms=0 never waits for
@@ -472,10 +624,36 @@ class StreamLoop:
             return {}
         return {Partition(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
 
-    def _set_ready(self, ready: bool) -> None:
-        # Ready means: joined the group (an assignment arrived) and the last broker round trip worked.
-        self._ready = ready and self._joined
-        self.observer.state(self._ready, self._paused, len(self._batcher))
+    # --------------------------------------------------------------- readiness
+
+    def _probe_broker(self) -> None:
+        """Nothing talked to the broker lately: ask it for end offsets, so readiness reflects it."""
+        self._last_probe = self._clock()
+        with self._lag_lock:
+            owned = sorted(self._assignment) or [Partition(self.settings.input_topic, 0)]
+        try:
+            self._consumer.end_offsets([TopicPartition(*tp) for tp in owned], timeout_ms=PROBE_TIMEOUT_MS)
+        except KafkaError as error:
+            if self._broker_ok:
+                log.warning("the broker did not answer (%s); not ready", error)
+            self._unanswered()
+            return
+        self._answered()
+
+    def _answered(self) -> None:
+        """A broker round trip worked."""
+        self._last_answer = self._clock()
+        self._broker_ok = True
+        self._backoff.reset()
+        self._publish_state()
+
+    def _unanswered(self) -> None:
+        """A broker round trip failed: not ready until one works again."""
+        self._broker_ok = False
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        self.observer.state(self.ready, self._paused, len(self._batcher))
 
     # --------------------------------------------------------------- rebalance
 
@@ -513,7 +691,7 @@ class StreamLoop:
                 self.observer.forget_lag(partition.topic, partition.partition)
         self._paused = False
         self._joined = False  # until the next assignment arrives
-        self._set_ready(False)
+        self._publish_state()
         return offsets
 
     def assign(self, partitions: set[Partition]) -> None:
@@ -524,13 +702,13 @@ class StreamLoop:
             self._assignment |= partitions
         self._paused = False
         self._joined = True
-        self._set_ready(True)
+        self._answered()  # the group's join and sync round trips just worked
 
     # --------------------------------------------------------------- shutdown
 
     def _finish(self) -> None:
         """Stopping: finish the in-flight batch, commit, leave the buffer for the next owner."""
-        if self._consumer is None:
+        if self._consumer is None or self._producer is None:
             return
         try:
             self._complete_inflight(start_next=False)
@@ -542,6 +720,33 @@ class StreamLoop:
             "stopped: consumed %(consumed)d, scored %(scored)d, invalid %(invalid)d, commits %(commits)d",
             self.stats,
         )
+
+
+def producer_is_broken(producer: Any) -> bool:
+    """Whether kafka-python put the producer in a fatal state, in which it fails every record for good."""
+    # No public API says so; this is the state kafka-python's own sender checks (absent: not broken).
+    manager = getattr(producer, "_transaction_manager", None)
+    has_fatal_error = getattr(manager, "has_fatal_error", None)
+    return bool(has_fatal_error is not None and has_fatal_error())
+
+
+def close_producer(producer: Any) -> None:
+    """Close a producer at once; records it still holds unacknowledged are failed, not waited for."""
+    try:
+        producer.close(timeout=0)
+        return
+    except KafkaError:
+        pass  # kafka-python's close() flushes first, and raises while records are unacknowledged
+    # Stop its I/O thread, which fails those records (they are uncommitted, so they are replayed). Left
+    # open, the producer's __del__ would retry the close at exit and print a traceback.
+    sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        sender.force_close()
+        sender.join(PRODUCER_CLOSE_JOIN_S)
+    try:
+        producer.close(timeout=0)
+    except KafkaError as error:
+        log.warning("producer close: %s", error)
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]

@@ -12,7 +12,7 @@ class Observer(Protocol):
     """What the loop reports; every method must be cheap and must not raise."""
 
     def consumed(self, count: int) -> None:
-        """Records read from the input topic."""
+        """Records read from the input topic (each as it is accepted; re-reads after a rewind count again)."""
 
     def invalid(self, reason: str) -> None:
         """One record sent to the DLQ (after the broker acknowledged it)."""
@@ -24,7 +24,7 @@ class Observer(Protocol):
         """One micro-batch classified."""
 
     def lag(self, topic: str, partition: int, messages: int) -> None:
-        """Consumer lag of one partition (high watermark minus next offset)."""
+        """Consumer lag of one partition (high watermark minus committed offset)."""
 
     def forget_lag(self, topic: str, partition: int) -> None:
         """A partition moved away (revoked or lost): stop reporting its lag; its new owner does."""
@@ -36,7 +36,7 @@ class Observer(Protocol):
         """A recoverable failure (kind: one of STREAM_ERROR_KINDS)."""
 
     def state(self, ready: bool, paused: bool, buffered: int) -> None:
-        """Readiness (in the group, broker reachable), backpressure and buffer size."""
+        """Readiness (in the group, a recent broker round trip worked), backpressure and buffer size."""
 
 
 class NullObserver:

@@ -50,9 +50,13 @@ class OffsetTracker:
         """One past the last polled offset of a partition."""
         return self._next.get(partition)
 
+    def replay_position(self, partition: Partition) -> int | None:
+        """Where a rewind would go: the last commit, else the first offset polled (the group's commit then)."""
+        return self._committed.get(partition, self._first.get(partition))
+
     def rewind(self, partition: Partition) -> int | None:
         """Where to seek to replay everything not committed; resets the read position to it."""
-        position = self._committed.get(partition, self._first.get(partition))
+        position = self.replay_position(partition)
         if position is not None:
             self._next[partition] = position
         return position

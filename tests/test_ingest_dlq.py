@@ -44,3 +44,15 @@ def test_null_value_and_key_are_recorded_as_empty_and_null() -> None:
     assert record["original_base64"] == ""
     assert record["source_key_base64"] is None
     assert record["failed_at"].endswith("Z")
+
+
+def test_a_compact_dead_letter_truncates_the_key_and_says_so() -> None:
+    source = Source("news.raw", 0, 7, None, b"k" * 5000)
+    full = dlq_record(Invalid(InvalidReason.OVERSIZED, "big"), b"v", source)
+    assert base64.b64decode(full["source_key_base64"]) == b"k" * 5000
+    assert full["source_key_truncated"] is False
+    compact = dlq_record(Invalid(InvalidReason.OVERSIZED, "big"), b"v", source, max_key_bytes=1024)
+    assert base64.b64decode(compact["source_key_base64"]) == b"k" * 1024
+    assert compact["source_key_truncated"] is True
+    unkeyed = dlq_record(Invalid(InvalidReason.EMPTY, "empty"), None, Source("t", 0, 5), max_key_bytes=1)
+    assert unkeyed["source_key_base64"] is None and unkeyed["source_key_truncated"] is False

@@ -74,14 +74,15 @@ def lag(metrics: ServiceMetrics, partition: int) -> float | None:
 
 def test_partitions_assigned_but_not_polled_yet_report_their_whole_backlog() -> None:
     """A fresh group on a backlog drains one partition at a time; the others still owe their lag."""
-    # 3,900 messages per partition, nothing committed; 64 records of partition 0 polled so far.
+    # 3,900 messages per partition, nothing committed; 64 records of partition 0 polled so far
+    # (read, not committed: still lag, as Kafka counts it).
     consumer = StandInConsumer(highwater={0: 3900, 1: 3900, 2: 3900}, positions={0: 64, 1: 0, 2: 0})
     metrics = ServiceMetrics()
     loop = loop_with(consumer, metrics)
     for offset in range(64):
         loop._tracker.polled(P0, offset)
     loop._report_lag()
-    assert [lag(metrics, p) for p in range(3)] == [3836, 3900, 3900]
+    assert [lag(metrics, p) for p in range(3)] == [3900, 3900, 3900]
     # The consumer's position is asked without waiting on the coordinator (the loop must keep polling).
     assert consumer.position_timeouts and set(consumer.position_timeouts) == {0}
 
@@ -113,6 +114,7 @@ def test_revoking_partitions_removes_their_lag_series() -> None:
     loop = loop_with(consumer, metrics)
     for partition in (P0, P1, P2):
         loop._tracker.polled(partition, 0)
+    loop._tracker.committed({P0: 1, P1: 1, P2: 1})
     loop._report_lag()
     assert [lag(metrics, p) for p in range(3)] == [6000, 6000, 6000]
 
@@ -134,3 +136,18 @@ def test_a_partition_revoked_while_lag_is_measured_is_skipped_not_raised() -> No
     consumer.assigned = {0}  # the consumer dropped partition 1 before the loop's revoke() ran
     loop._report_lag()
     assert [lag(metrics, p) for p in range(2)] == [10, None]
+
+
+def test_lag_is_measured_from_the_committed_offset_not_the_read_position() -> None:
+    """A stage stuck re-reading the same records (rewind after rewind) must show its lag, not 0."""
+    consumer = StandInConsumer(highwater={0: 600, 1: 600}, positions={0: 600, 1: 600})
+    metrics = ServiceMetrics()
+    loop = loop_with(consumer, metrics)
+    loop._tracker.polled(P0, 99)
+    loop._tracker.committed({P0: 100})
+    for offset in range(100, 600):  # read up to the end, but nothing past 100 acknowledged/committed
+        loop._tracker.polled(P0, offset)
+    for offset in range(250, 600):  # never committed here: measured from where this member started
+        loop._tracker.polled(P1, offset)
+    loop._report_lag()
+    assert [lag(metrics, p) for p in range(2)] == [500, 350]
