@@ -7,8 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from finsent.broker import EmbeddedBroker
+from ingest import KafkaSettings, StreamLoop
 from model import DEFAULT_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,3 +216,44 @@ def freeze(pid: int) -> None:
 def thaw(pid: int) -> None:
     """SIGCONT a process."""
     os.kill(pid, signal.SIGCONT)
+
+
+def neutral_results(texts: Sequence[str]) -> list[dict[str, Any]]:
+    """A stand-in classifier's results: neutral `Markets` for every text."""
+    scores = {"negative": 0.1, "neutral": 0.8, "positive": 0.1}
+    return [
+        {"topic": "Markets", "topic_score": 0.9, "sentiment": "neutral", "sentiment_scores": scores}
+        for _ in texts
+    ]
+
+
+def fast_group(bootstrap: str, group: str) -> KafkaSettings:
+    """Client settings with short group timeouts, so joins and rebalances take seconds, not 20 s."""
+    return KafkaSettings(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        max_poll_interval_ms=20000,
+    )
+
+
+class LoopThread:
+    """A StreamLoop running in a thread; remembers what ended it."""
+
+    def __init__(self, loop: StreamLoop) -> None:
+        self.loop = loop
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.loop.run()
+        except BaseException as error:  # the test inspects it
+            self.error = error
+
+    def stop(self) -> None:
+        """Request a clean stop and wait for it."""
+        self.loop.request_stop()
+        self.thread.join(60)

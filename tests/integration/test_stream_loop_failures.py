@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -17,8 +16,8 @@ import pytest
 from kafka import KafkaProducer
 
 from finsent.broker import EmbeddedBroker
-from ingest import KafkaSettings, LoopSettings, NullObserver, StreamLoop
-from tests.integration.conftest import TopicReader
+from ingest import LoopSettings, NullObserver, StreamLoop
+from tests.integration.conftest import LoopThread, TopicReader, fast_group, neutral_results
 
 pytestmark = pytest.mark.integration
 
@@ -29,32 +28,7 @@ def stand_in_classifier(texts: Sequence[str]) -> list[dict[str, Any]]:
     """Neutral for every text; raises on any text containing POISON, as a model failing on a text would."""
     if any(POISON in text for text in texts):
         raise RuntimeError("the model failed on this text")
-    scores = {"negative": 0.1, "neutral": 0.8, "positive": 0.1}
-    return [
-        {"topic": "Markets", "topic_score": 0.9, "sentiment": "neutral", "sentiment_scores": scores}
-        for _ in texts
-    ]
-
-
-class LoopThread:
-    """A StreamLoop running in a thread; remembers what ended it."""
-
-    def __init__(self, loop: StreamLoop) -> None:
-        self.loop = loop
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.loop.run()
-        except BaseException as error:  # the test inspects it
-            self.error = error
-
-    def stop(self) -> None:
-        """Request a clean stop and wait for it."""
-        self.loop.request_stop()
-        self.thread.join(60)
+    return neutral_results(texts)
 
 
 @pytest.fixture
@@ -63,13 +37,7 @@ def start_loop(broker: EmbeddedBroker) -> Iterator[Callable[..., LoopThread]]:
     started: list[LoopThread] = []
 
     def start(group: str, observer: Any = None) -> LoopThread:
-        kafka = KafkaSettings(
-            bootstrap_servers=broker.bootstrap,
-            group_id=group,
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
-            max_poll_interval_ms=20000,
-        )
+        kafka = fast_group(broker.bootstrap, group)
         running = LoopThread(StreamLoop(LoopSettings(max_wait_ms=200), kafka, stand_in_classifier, observer))
         started.append(running)
         return running

@@ -10,9 +10,8 @@ import base64
 import gc
 import json
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,34 +19,11 @@ from kafka import KafkaProducer
 
 from finsent.broker import EmbeddedBroker
 from ingest import KafkaSettings, LoopSettings, StreamLoop, producer_config
-from tests.integration.conftest import TopicReader
+from tests.integration.conftest import LoopThread, TopicReader, fast_group, neutral_results
 
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
-
-
-def neutral(texts: Sequence[str]) -> list[dict[str, Any]]:
-    """Neutral for every text."""
-    scores = {"negative": 0.1, "neutral": 0.8, "positive": 0.1}
-    return [
-        {"topic": "Markets", "topic_score": 0.9, "sentiment": "neutral", "sentiment_scores": scores}
-        for _ in texts
-    ]
-
-
-class LoopThread:
-    """A StreamLoop running in a thread."""
-
-    def __init__(self, loop: StreamLoop) -> None:
-        self.loop = loop
-        self.thread = threading.Thread(target=loop.run, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        """Request a clean stop and wait for it."""
-        self.loop.request_stop()
-        self.thread.join(60)
 
 
 @pytest.fixture
@@ -56,14 +32,8 @@ def start_loop(broker: EmbeddedBroker) -> Iterator[Callable[..., LoopThread]]:
     started: list[LoopThread] = []
 
     def start(group: str, settings: LoopSettings) -> LoopThread:
-        kafka = KafkaSettings(
-            bootstrap_servers=broker.bootstrap,
-            group_id=group,
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
-            max_poll_interval_ms=20000,
-        )
-        running = LoopThread(StreamLoop(settings, kafka, neutral))
+        kafka = fast_group(broker.bootstrap, group)
+        running = LoopThread(StreamLoop(settings, kafka, neutral_results))
         started.append(running)
         return running
 
