@@ -24,19 +24,13 @@ from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 import ingest.loop
 from finsent.metrics import ServiceMetrics
 from ingest import KafkaSettings, LoopSettings, StreamLoop, producer_config
+from tests.integration.conftest import LoopThread
+from tests.integration.conftest import neutral_results as neutral
 
 TOPIC = "news.raw"
 MiB = 1024 * 1024
 PROBE_INTERVAL_S = 5.0  # ingest.loop's: an idle loop asks the broker this often
 REPLACE_PRODUCER_AFTER = 3  # ingest.loop's: failed recoveries before the producer is replaced
-
-
-def neutral(texts: Sequence[str]) -> list[dict[str, Any]]:
-    scores = {"negative": 0.1, "neutral": 0.8, "positive": 0.1}
-    return [
-        {"topic": "Markets", "topic_score": 0.9, "sentiment": "neutral", "sentiment_scores": scores}
-        for _ in texts
-    ]
 
 
 def message(message_id: str, headline: str = "Oil climbs") -> bytes:
@@ -243,20 +237,8 @@ def fast(**changes: Any) -> LoopSettings:
     return LoopSettings(**{"max_wait_ms": 5, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, **changes})
 
 
-class Running:
-    """A loop in a thread."""
-
-    def __init__(self, loop: StreamLoop) -> None:
-        self.loop = loop
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.loop.run()
-        except BaseException as error:
-            self.error = error
+class Running(LoopThread):
+    """A loop in a thread, with a wait for a condition on it."""
 
     def until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -265,12 +247,6 @@ class Running:
                 self.stop()
                 pytest.fail(f"timed out waiting for {what}; loop stats {self.loop.stats}")
             time.sleep(0.01)
-
-    def stop(self, timeout: float = 10) -> float:
-        started = time.monotonic()
-        self.loop.request_stop()
-        self.thread.join(timeout)
-        return time.monotonic() - started
 
 
 def committed_to_end(consumer: FakeConsumer) -> Callable[[], bool]:

@@ -253,7 +253,9 @@ class LoopThread:
         except BaseException as error:  # the test inspects it
             self.error = error
 
-    def stop(self) -> None:
-        """Request a clean stop and wait for it."""
+    def stop(self, timeout: float = 60.0) -> float:
+        """Request a clean stop, wait for it (at most timeout) and return the seconds it took."""
+        started = time.monotonic()
         self.loop.request_stop()
-        self.thread.join(60)
+        self.thread.join(timeout)
+        return time.monotonic() - started
