@@ -140,11 +140,11 @@ class AlertsStage(ConsumerStage):
             self.database,
         )
 
-    def _damaged(self, error: Exception) -> UsageError:
-        # Same shape as the monitor's unreadable checkpoint: one line, exit code 2, no traceback.
-        return UsageError(
-            f"state_dir: cannot restore the alerts stage: {self.database}: {first_line(error)}; if the file "
-            "is damaged, move it aside (with any -wal and -shm files next to it) to start with an empty outbox"
+    def _damaged(self, error: Exception) -> RuntimeError:
+        # As the monitor's unusable checkpoint: the stage runner makes it one line naming state_dir, exit 2.
+        return RuntimeError(
+            f"cannot restore the alerts stage: {self.database}: {first_line(error)}; if the file is damaged, "
+            "move it aside (with any -wal and -shm files next to it) to start with an empty outbox"
         )
 
     def handle(self, record: Any) -> None:

@@ -79,7 +79,10 @@ class StageRunner:
                 )
             )
         if run_alerts:
-            alerts = AlertsStage(config, self.registry, rules, subscriptions)
+            try:
+                alerts = AlertsStage(config, self.registry, rules, subscriptions)
+            except RuntimeError as error:
+                raise UsageError(f"state_dir: {error}") from None
             self.parts.append(
                 _Part("alerts", alerts.run, alerts.request_stop, lambda: alerts.ready, lambda: alerts.failed)
             )
