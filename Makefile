@@ -2,13 +2,22 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Serving and the embedded broker only (make demo): no PyTorch, no transformers.
+SERVE_STAMP := $(VENV)/.serve-stamp
+# Everything: training, export and the dev tools (make test, bench, model).
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: test lint demo bench model clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $(SERVE_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	# torch first and exactly pinned: it resolves to the local CPU wheel, never a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
@@ -22,7 +31,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
-demo: $(STAMP)
+demo: $(SERVE_STAMP)
 	$(BIN)/finsent demo
 
 bench: $(STAMP)

