@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -19,6 +20,7 @@ from ingest import (
     topic_name_problem,
 )
 from model import DEFAULT_MODEL_DIR, TOPIC_LABELS
+from model.drift import JS_MAX
 from monitor import MonitorConfig, parse_duration
 
 ENV_PREFIX = "FINSENT_"
@@ -38,6 +40,8 @@ class Option:
     minimum: int | None = None
     maximum: int | None = None
     secret: bool = False
+    # A float setting that is a time span: it also takes "500ms", "2m", "6h".
+    duration: bool = False
 
     @property
     def flag(self) -> str:
@@ -73,7 +77,7 @@ OPTIONS: tuple[Option, ...] = (
         maximum=16 * 1024 * 1024,
     ),
     Option("auto_offset_reset", str, "earliest", "where a new group starts", choices=("earliest", "latest")),
-    Option("model_dir", Path, DEFAULT_MODEL_DIR, "model directory (default: the shipped model)"),
+    Option("model_dir", Path, DEFAULT_MODEL_DIR, "model directory"),
     Option("variant", str, "auto", "ONNX variant", choices=("auto", "int8", "fp32", "fp16")),
     Option("device", str, "auto", "where to run the model", choices=("auto", "cpu", "cuda")),
     Option("threads", int, 0, "ONNX Runtime intra-op threads (0: all cores)", minimum=0, maximum=256),
@@ -114,13 +118,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("subscriptions", Path, None, "alert subscriptions YAML (where alerts are delivered)"),
     Option("state_dir", Path, Path("finsent-state"), "monitor checkpoint and alert database directory"),
     Option("windows_topic", str, "news.windows", "topic the monitor stage writes window snapshots to"),
-    Option("eval_interval", float, 5.0, "seconds between monitor evaluations (snapshots, metrics, alerts)"),
-    Option("checkpoint_interval", float, 10.0, "seconds between monitor checkpoints"),
+    Option(
+        "eval_interval",
+        float,
+        5.0,
+        "seconds between monitor evaluations (snapshots, metrics, alerts)",
+        duration=True,
+    ),
+    Option("checkpoint_interval", float, 10.0, "seconds between monitor checkpoints", duration=True),
     Option("windows", str, "5m,15m,1h", "monitor window horizons, comma-separated durations"),
     Option("bucket_seconds", int, 10, "monitor bucket width in seconds", minimum=1, maximum=86_400),
-    Option("allowed_lateness", float, 120.0, "event-time lateness the monitor still accepts"),
+    Option("allowed_lateness", float, 120.0, "event-time lateness the monitor still accepts", duration=True),
     Option("min_volume", int, 20, "windows below this volume get no surge statistic", minimum=1),
-    Option("baseline_half_life", float, 6 * 3600.0, "half-life of the negative-rate baseline"),
+    Option("baseline_half_life", float, 6 * 3600.0, "half-life of the negative-rate baseline", duration=True),
     Option("baseline_min_samples", int, 30, "baseline samples before surges are scored", minimum=1),
     # Model registry, hot swap and drift (README.md).
     Option(
@@ -129,7 +139,13 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "model registry folder: serve its current version, hot-swap on promote/rollback (none: model_dir)",
     ),
-    Option("swap_poll_interval", float, 5.0, "seconds between checks of the registry's current version"),
+    Option(
+        "swap_poll_interval",
+        float,
+        5.0,
+        "seconds between checks of the registry's current version",
+        duration=True,
+    ),
     Option(
         "drift_window", int, 1000, "predictions in the rolling drift window", minimum=10, maximum=1_000_000
     ),
@@ -269,8 +285,10 @@ def _convert(option: Option, value: Any, where: str) -> Any:
         return None
     if option.kind is bool:
         return parse_bool(value, where)
-    if option.kind is float:
+    if option.kind is float and option.duration:
         return _to_seconds(value, where)
+    if option.kind is float:
+        return _to_float(value, where)
     if option.kind is int:
         return _to_int(option, value, where)
     return _to_text(option, value, where)
@@ -285,6 +303,18 @@ def _to_seconds(value: Any, where: str) -> float:
         raise UsageError(f"{where}: {error}") from None
     except OverflowError:  # a YAML integer too large for a float
         raise UsageError(f"{where}: {str(value)[:20]}... is too large") from None
+
+
+def _to_float(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise UsageError(f"{where}: expected a number, got {value!r}")
+    try:
+        number = float(value if isinstance(value, int | float) else str(value).strip())
+    except (ValueError, OverflowError):
+        raise UsageError(f"{where}: expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise UsageError(f"{where}: expected a finite number, got {value!r}")
+    return number
 
 
 def _to_int(option: Option, value: Any, where: str) -> int:
@@ -367,11 +397,11 @@ def _check_kafka(config: ServiceConfig) -> None:
 def _check_monitoring(config: ServiceConfig) -> None:
     if config.swap_poll_interval <= 0:
         raise UsageError(f"swap_poll_interval: must be positive, got {config.swap_poll_interval}")
-    if config.low_confidence_threshold > 1:
+    if not 0 <= config.low_confidence_threshold <= 1:
         raise UsageError(
-            f"low_confidence_threshold: must be at most 1, got {config.low_confidence_threshold}"
+            f"low_confidence_threshold: a probability in [0, 1], got {config.low_confidence_threshold}"
         )
-    if config.drift_retrain_threshold is not None and not 0 < config.drift_retrain_threshold < 0.6932:
+    if config.drift_retrain_threshold is not None and not 0 < config.drift_retrain_threshold <= JS_MAX:
         raise UsageError(
             f"drift_retrain_threshold: a JS divergence in (0, ln 2], got {config.drift_retrain_threshold}"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -118,7 +119,12 @@ def test_drift_past_the_threshold_requests_one_retrain(tmp_path: Path) -> None:
     ("flags", "message"),
     [
         ({"registry": "r", "swap_poll_interval": "0"}, "swap_poll_interval: must be positive"),
-        ({"low_confidence_threshold": "1.5"}, "low_confidence_threshold: must be at most 1"),
+        ({"low_confidence_threshold": "1.5"}, r"low_confidence_threshold: a probability in \[0, 1\]"),
+        ({"low_confidence_threshold": "-0.1"}, r"low_confidence_threshold: a probability in \[0, 1\]"),
+        # Thresholds are plain numbers, not durations ("500ms" was read as 0.5).
+        ({"low_confidence_threshold": "500ms"}, "--low-confidence-threshold: expected a number, got '500ms'"),
+        ({"low_confidence_threshold": "nan"}, "--low-confidence-threshold: expected a finite number"),
+        ({"registry": "r", "drift_retrain_threshold": "abc"}, "--drift-retrain-threshold: expected a number"),
         ({"registry": "r", "drift_retrain_threshold": "0.9"}, "drift_retrain_threshold: a JS divergence"),
         ({"drift_retrain_threshold": "0.1"}, "drift_retrain_threshold needs registry"),
     ],
@@ -135,6 +141,8 @@ def test_hot_swap_settings_defaults_and_values() -> None:
     assert config.registry == Path("reg")
     assert config.swap_poll_interval == pytest.approx(0.5)
     assert config.drift_retrain_threshold == pytest.approx(0.2)
+    at_most = load_config({"registry": "r", "drift_retrain_threshold": str(math.log(2))}, environ={})
+    assert at_most.drift_retrain_threshold == pytest.approx(math.log(2))
     defaults = load_config({}, environ={})
     assert defaults.registry is None and defaults.swap_poll_interval == 5.0 and defaults.drift_window == 1000
 
