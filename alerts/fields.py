@@ -201,10 +201,6 @@ class Fields:
             self.fail(name, f"{value!r} is not one of {', '.join(choices)}")
         return value
 
-    def optional_string(self, name: str) -> str | None:
-        """A non-empty string or None when absent."""
-        return self.string(name) if self.has(name) else None
-
     def number(
         self, name: str, default: float | None, *, low: float = -math.inf, high: float = math.inf
     ) -> float | None:
