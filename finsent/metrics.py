@@ -7,14 +7,13 @@ from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     Info,
-    generate_latest,
 )
+from prometheus_client.exposition import MetricsHandler
 
 from ingest import InvalidReason
 from ingest.observer import STREAM_ERROR_KINDS
@@ -212,28 +211,27 @@ class MetricsServer:
 def _handler_class(
     registry: CollectorRegistry, healthy: Callable[[], bool], ready: Callable[[], bool]
 ) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    # prometheus-client's handler serves /metrics (text or OpenMetrics by Accept, gzip, name[] filters).
+    class Handler(MetricsHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                super().do_GET()
             elif path == "/healthz":
                 ok = healthy()
-                self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain")
+                self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n")
             elif path == "/readyz":
                 ok = ready()
-                self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
+                self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
             else:
-                self._reply(404, b"not found: try /metrics, /healthz, /readyz\n", "text/plain")
+                self._reply(404, b"not found: try /metrics, /healthz, /readyz\n")
 
-        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        def _reply(self, status: int, body: bytes) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:
-            """Silence per-request logging."""
-
+    Handler.registry = registry
     return Handler
