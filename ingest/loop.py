@@ -1,14 +1,18 @@
-"""The consume -> validate -> micro-batch -> classify -> produce -> commit loop (at-least-once)."""
+"""The consume -> validate -> micro-batch -> classify -> produce -> commit loop (at-least-once).
+
+StreamLoop drives one consumer-group member. What it delegates lives beside it: ingest.classify (the
+batch in the worker thread), ingest.sender (producing and awaiting acknowledgements), ingest.lag,
+ingest.broker_health (readiness), ingest.producer_health (replacing a broken producer),
+ingest.stopping and ingest.backoff.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
-import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import (
@@ -18,148 +22,33 @@ from kafka import (
     OffsetAndMetadata,
     TopicPartition,
 )
-from kafka.errors import (
-    KafkaError,
-    KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-)
+from kafka.errors import KafkaError
 
+from ingest.backoff import Backoff
 from ingest.batcher import MicroBatcher
-from ingest.contract import DEFAULT_MAX_MESSAGE_BYTES, Invalid, InvalidReason, NewsItem, decode
-from ingest.dlq import (
-    COMPACT_KEY_BYTES,
-    COMPACT_ORIGINAL_BYTES,
-    Source,
-    dlq_record,
-    encode_json,
-    utc_now_rfc3339,
-)
+from ingest.broker_health import BrokerHealth
+from ingest.classify import InFlight, Pending, classify_safely, start_classifying
+from ingest.contract import Invalid, decode
+from ingest.dlq import Source, utc_now_rfc3339
 from ingest.kafka_config import KafkaSettings, consumer_config, output_request_limit, producer_config
+from ingest.lag import measure_lag
+from ingest.loop_settings import LoopSettings
 from ingest.observer import NullObserver, Observer
 from ingest.offsets import OffsetTracker, Partition
-from ingest.scored import Classifier, check_result, scored_record
+from ingest.producer_health import close_producer, replacement_reason
+from ingest.scored import Classifier
+from ingest.sender import DeliveryFailed, Sender
+from ingest.stopping import StopRequest
+
+# Backoff, LoopSettings and classify_safely lived here before the split; other modules import them from here.
+__all__ = ["Backoff", "LoopSettings", "StreamLoop", "classify_safely"]
 
 log = logging.getLogger("ingest.loop")
 
-# How long a lag report may wait for the end offsets of partitions not fetched yet (no high watermark).
-END_OFFSETS_TIMEOUT_MS = 500
-# Readiness needs a broker round trip (an acknowledged record, a commit, a group join or a probe)
-# that worked, within READY_WINDOW_S. An idle loop probes (an end-offsets request) every PROBE_INTERVAL_S.
-PROBE_INTERVAL_S = 5.0
-PROBE_TIMEOUT_MS = 1000
-READY_WINDOW_S = 15.0
-# A flush waits in slices this long, so a stop request is noticed while the broker does not answer.
-FLUSH_SLICE_S = 0.25
-# Consecutive failed recoveries after which the producer is replaced even without a known fatal error.
-REPLACE_PRODUCER_AFTER = 3
 # A commit waits at most this long (a lost commit only means a replay), so a stop is not held up by it.
 COMMIT_TIMEOUT_MS = 10_000
-# Closing: leaving the group, and stopping a producer's I/O thread, wait at most this long.
+# Closing: leaving the group waits at most this long.
 CONSUMER_CLOSE_TIMEOUT_MS = 5_000
-PRODUCER_CLOSE_JOIN_S = 2.0
-# What the broker or the producer answers for a record over its size limit.
-TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """Topics, batching and limits of one stream loop."""
-
-    input_topic: str = "news.raw"
-    output_topic: str = "news.scored"
-    dlq_topic: str = "news.dlq"
-    max_batch: int = 64
-    max_wait_ms: int = 50
-    max_buffer: int = 256
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    model_version: str = "unknown"
-    flush_timeout_s: float = 60.0
-    # Once a stop is requested, how long acknowledgements and the final commit may still take.
-    shutdown_timeout_s: float = 10.0
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 15.0
-
-
-class DeliveryFailed(Exception):
-    """The broker did not acknowledge every produced record; the uncommitted range is replayed."""
-
-
-@dataclass
-class Pending:
-    """A valid record waiting to be classified, with what a dead letter for it must carry."""
-
-    partition: Partition
-    offset: int
-    timestamp_ms: int | None
-    item: NewsItem
-    raw: bytes
-    key: bytes | None = None
-
-    def source(self) -> Source:
-        """Where the record came from, for its dead letter."""
-        return Source(
-            self.partition.topic, self.partition.partition, self.offset, self.timestamp_ms, self.key
-        )
-
-
-@dataclass
-class _Sent:
-    """A produced record whose acknowledgement is outstanding."""
-
-    kind: str
-    label: str = ""
-    sentiment: str = ""
-    source_timestamp_ms: int | None = None
-    # Produces a smaller stand-in when the record is refused for its size (None: there is none).
-    instead: Callable[[str], None] | None = None
-    future: Any = None
-
-
-@dataclass
-class _InFlight:
-    batch: list[Pending]
-    future: concurrent.futures.Future[tuple[list[Mapping[str, Any] | Invalid], float]]
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter, reset after a success."""
-
-    initial: float
-    maximum: float
-    current: float = field(default=0.0)
-
-    def next_delay(self) -> float:
-        """The next delay to wait, doubling up to the maximum."""
-        self.current = self.initial if self.current == 0.0 else min(self.maximum, self.current * 2)
-        return self.current * random.uniform(0.8, 1.2)
-
-    def reset(self) -> None:
-        """Start again from the initial delay."""
-        self.current = 0.0
-
-
-def classify_safely(classify: Classifier, texts: list[str]) -> list[Mapping[str, Any] | Invalid]:
-    """Classify a batch; if the batch fails, retry one by one so one poison text cannot stop the stream."""
-    try:
-        results = list(classify(texts))
-        if len(results) != len(texts):
-            raise ValueError(f"classifier returned {len(results)} results for {len(texts)} texts")
-        for result in results:
-            check_result(result)
-        return list(results)
-    except Exception:
-        log.exception("batch of %d failed to classify; retrying one by one", len(texts))
-    answers: list[Mapping[str, Any] | Invalid] = []
-    for text in texts:
-        try:
-            (result,) = classify([text])
-            check_result(result)
-            answers.append(result)
-        except Exception as error:
-            answers.append(Invalid(InvalidReason.CLASSIFY_FAILED, f"{type(error).__name__}: {error}"[:300]))
-    return answers
 
 
 class StreamLoop:
@@ -177,52 +66,47 @@ class StreamLoop:
         self.kafka = kafka
         self.classify = classify
         self.observer: Observer = observer or NullObserver()
+        self.stats = {"consumed": 0, "scored": 0, "invalid": 0, "commits": 0, "rewinds": 0}
         self._clock = clock
-        self._stop = threading.Event()
-        self._stop_deadline = float("inf")
+        self._stop = StopRequest(settings.shutdown_timeout_s, clock)
         self._batcher: MicroBatcher[Pending] = MicroBatcher(settings.max_batch, settings.max_wait_ms, clock)
         self._tracker = OffsetTracker()
-        self._sent: list[_Sent] = []
-        self._inflight: _InFlight | None = None
+        self._inflight: InFlight | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify")
         self._consumer: Any = None
-        self._producer: Any = None
+        self._sender = Sender(settings, self.observer, self.stats, self._stop, clock, self._publish_state)
         self._assignment: set[Partition] = set()
         # Guards the assignment against the rebalance callbacks (kafka-python's IO thread), so a lag
         # report never re-creates the series of a partition that was just revoked.
-        self._lag_lock = threading.Lock()
+        self._assignment_lock = threading.Lock()
         self._paused = False
         self._joined = False
-        self._broker_ok = False
-        self._last_answer = float("-inf")
-        self._last_probe = float("-inf")
-        # Set when run() dies of an unexpected error: closing the consumer then commits nothing, so
-        # the records of a half-produced batch are replayed rather than skipped.
-        self._crashed = False
+        self._broker = BrokerHealth(clock)
+        # Set when run() dies of an unexpected error, or a stop cannot finish its last batch: closing
+        # the consumer then commits nothing, so the records of a half-produced batch are replayed
+        # rather than skipped.
+        self._commit_nothing_on_close = False
         self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self._failed_recoveries = 0
         self._last_lag_report = float("-inf")
         self._last_idle_checkpoint = float("-inf")
-        self.stats = {"consumed": 0, "scored": 0, "invalid": 0, "commits": 0, "rewinds": 0}
 
     # ----------------------------------------------------------------- control
 
     def request_stop(self) -> None:
         """Ask the loop to finish the in-flight batch, commit and return (safe from a signal handler)."""
-        if not self._stop.is_set():
-            self._stop_deadline = self._clock() + self.settings.shutdown_timeout_s
-        self._stop.set()
+        self._stop.request()
 
     @property
     def ready(self) -> bool:
         """In the group, and the last broker round trip worked and is recent."""
-        return self._joined and self._broker_ok and self._clock() - self._last_answer < READY_WINDOW_S
+        return self._joined and self._broker.ok
 
     def run(self) -> None:
         """Connect (retrying with backoff), serve until stopped, then shut down cleanly."""
         try:
-            while not self._stop.is_set():
-                if (self._consumer is None or self._producer is None) and not self._connect():
+            while not self._stop.requested:
+                if (self._consumer is None or self._sender.producer is None) and not self._connect():
                     continue
                 try:
                     self._serve()
@@ -230,7 +114,7 @@ class StreamLoop:
                     self._recover(error)
             self._finish()
         except BaseException:
-            self._crashed = True
+            self._commit_nothing_on_close = True
             raise
         finally:
             self._close()
@@ -240,9 +124,9 @@ class StreamLoop:
     def _connect(self) -> bool:
         """Create whichever client is missing; on failure back off and return False."""
         try:
-            if self._producer is None:
+            if self._sender.producer is None:
                 limit = output_request_limit(self.settings.max_message_bytes)
-                self._producer = KafkaProducer(**producer_config(self.kafka, max_request_size=limit))
+                self._sender.producer = KafkaProducer(**producer_config(self.kafka, max_request_size=limit))
                 log.info("producer connected to %s", self.kafka.bootstrap_servers)
             if self._consumer is None:
                 consumer = KafkaConsumer(**consumer_config(self.kafka, self.settings.max_batch))
@@ -271,7 +155,7 @@ class StreamLoop:
         log.warning("stream error: %s; rewinding to last commit, retrying in %.1fs", error, delay)
         self._drop_inflight()
         self._batcher.discard(lambda _: True)
-        self._sent.clear()
+        self._sender.forget_outstanding()
         self.stats["rewinds"] += 1
         self._failed_recoveries += 1
         self._drop_stuck_producer()
@@ -280,19 +164,15 @@ class StreamLoop:
 
     def _drop_stuck_producer(self) -> None:
         """Close the producer if it is in a fatal state or keeps failing; run() connects a new one."""
-        # A broker restart can leave kafka-python's idempotent producer failing every record for good
-        # (a fatal InitProducerId error); a new producer starts clean.
-        if self._producer is None:
+        producer = self._sender.producer
+        if producer is None:
             return
-        if producer_is_broken(self._producer):
-            why = "it is in a fatal state"
-        elif self._failed_recoveries >= REPLACE_PRODUCER_AFTER:
-            why = f"{self._failed_recoveries} failed recoveries in a row"
-        else:
+        why = replacement_reason(producer, self._failed_recoveries)
+        if why is None:
             return
         log.warning("replacing the producer: %s", why)
-        close_producer(self._producer)
-        self._producer = None
+        close_producer(producer)
+        self._sender.producer = None
         self._failed_recoveries = 0
 
     def _rewind(self) -> None:
@@ -314,17 +194,17 @@ class StreamLoop:
             except Exception as error:  # closing is best effort
                 log.warning("consumer close: %s", error)
             self._consumer = None
-        if self._producer is not None:
+        if self._sender.producer is not None:
             # Everything worth waiting for was flushed already; what is left is never committed.
-            close_producer(self._producer)
-            self._producer = None
+            close_producer(self._sender.producer)
+            self._sender.producer = None
         self._joined = False
         self._publish_state()
 
     # ------------------------------------------------------------------ serve
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.requested:
             self._step()
 
     def _step(self) -> None:
@@ -353,7 +233,7 @@ class StreamLoop:
         if now - self._last_lag_report > 1.0:
             self._last_lag_report = now
             self._report_lag()
-        if now - max(self._last_answer, self._last_probe) >= PROBE_INTERVAL_S:
+        if self._broker.probe_due(now):
             self._probe_broker()
 
     def _poll_limit(self) -> int:
@@ -370,22 +250,14 @@ class StreamLoop:
         result = decode(record.value, self.settings.max_message_bytes)
         if isinstance(result, Invalid):
             source = Source(record.topic, record.partition, record.offset, timestamp, record.key)
-            self._send_dlq(result, record.value, source)
+            self._sender.send_dead_letter(result, record.value, source)
         else:
             self._batcher.add(Pending(partition, record.offset, timestamp, result, record.value, record.key))
         self.stats["consumed"] += 1
         self.observer.consumed(1)
 
     def _start_batch(self) -> None:
-        batch = self._batcher.take()
-        texts = [pending.item.text for pending in batch]
-
-        def work() -> tuple[list[Mapping[str, Any] | Invalid], float]:
-            started = time.perf_counter()
-            results = classify_safely(self.classify, texts)
-            return results, time.perf_counter() - started
-
-        self._inflight = _InFlight(batch, self._executor.submit(work))
+        self._inflight = start_classifying(self._executor, self.classify, self._batcher.take())
 
     def _complete_inflight(self, start_next: bool = True, checkpoint: bool = True) -> None:
         """Produce the in-flight batch's results, start the next batch, then flush and (maybe) commit."""
@@ -398,10 +270,10 @@ class StreamLoop:
         scored_at = utc_now_rfc3339()
         for pending, result in zip(inflight.batch, results, strict=True):
             if isinstance(result, Invalid):
-                self._send_dlq(result, pending.raw, pending.source())
+                self._sender.send_dead_letter(result, pending.raw, pending.source())
             else:
-                self._send_scored(pending, result, scored_at)
-        if start_next and not self._stop.is_set() and self._batcher.ready():
+                self._sender.send_scored(pending, result, scored_at)
+        if start_next and not self._stop.requested and self._batcher.ready():
             self._start_batch()
         if checkpoint:
             self._checkpoint()
@@ -411,129 +283,14 @@ class StreamLoop:
             concurrent.futures.wait([self._inflight.future])
             self._inflight = None
 
-    # ---------------------------------------------------------------- produce
-
-    def _send_scored(self, pending: Pending, result: Mapping[str, Any], scored_at: str) -> None:
-        record = scored_record(
-            pending.item,
-            result,
-            model_version=self.settings.model_version,
-            kafka_timestamp_ms=pending.timestamp_ms,
-            scored_at=scored_at,
-        )
-        label = record["topic"]
-
-        def dead_letter(why: str) -> None:
-            source = pending.source()
-            log.warning(
-                "scored record of %s:%d@%d is too large to produce (%s); dead-lettering it as oversized",
-                source.topic,
-                source.partition,
-                source.offset,
-                why,
-            )
-            detail = f"the scored record is too large to produce: {why}"[:300]
-            self._send_dlq(Invalid(InvalidReason.OVERSIZED, detail), pending.raw, source)
-
-        entry = _Sent("scored", label, record["sentiment"], pending.timestamp_ms, instead=dead_letter)
-        self._produce(entry, self.settings.output_topic, label.encode("utf-8"), encode_json(record))
-
-    def _send_dlq(
-        self, invalid: Invalid, original: bytes | None, source: Source, *, compact: bool = False
-    ) -> None:
-        """Dead-letter one record; if that is too large, again without most of its key and original."""
-        key = source.key
-        if compact:
-            key = None if key is None else key[:COMPACT_KEY_BYTES]
-            letter = dlq_record(
-                invalid,
-                original,
-                source,
-                max_original_bytes=COMPACT_ORIGINAL_BYTES,
-                max_key_bytes=COMPACT_KEY_BYTES,
-            )
-        else:
-            letter = dlq_record(invalid, original, source)
-
-        def smaller(why: str) -> None:
-            log.warning(
-                "dead letter for %s:%d@%d is too large (%s); dropping most of its key and original",
-                source.topic,
-                source.partition,
-                source.offset,
-                why,
-            )
-            self._send_dlq(invalid, original, source, compact=True)
-
-        entry = _Sent("dlq", invalid.reason.value, instead=None if compact else smaller)
-        headers = [("finsent-reason", invalid.reason.value.encode("ascii"))]
-        self._produce(entry, self.settings.dlq_topic, key, encode_json(letter), headers)
-
-    def _produce(
-        self,
-        entry: _Sent,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Send one record; one the producer refuses for its size is replaced by its stand-in at once."""
-        try:
-            entry.future = self._producer.send(topic, key=key, value=value, headers=headers)
-        except TOO_LARGE as error:
-            if entry.instead is None:
-                raise
-            entry.instead(str(error))
-            return
-        self._sent.append(entry)
+    # ----------------------------------------------------------------- commit
 
     def _flush(self) -> None:
         """Block until every produced record is acknowledged; raise DeliveryFailed otherwise."""
-        while self._sent:  # again when a record refused for its size was replaced by a stand-in
-            self._await_acks()
-            sent, self._sent = self._sent, []
-            failures = sum(not self._settle(entry) for entry in sent)
-            if failures:
-                raise DeliveryFailed(f"{failures} of {len(sent)} records were not acknowledged")
+        while self._sender.outstanding:  # again when a record refused for its size was replaced by a stand-in
+            self._sender.await_acks()
             self._answered()
             self._failed_recoveries = 0
-
-    def _await_acks(self) -> None:
-        """Flush the producer in short slices until done, past flush_timeout_s, or cut short by a stop."""
-        deadline = self._clock() + self.settings.flush_timeout_s
-        while True:
-            if self._stop.is_set():
-                deadline = min(deadline, self._stop_deadline)
-            try:
-                self._producer.flush(timeout=max(0.0, min(FLUSH_SLICE_S, deadline - self._clock())))
-                return
-            except KafkaTimeoutError as error:
-                if self._clock() >= deadline:
-                    raise DeliveryFailed(f"flush: {error}") from error
-                self._publish_state()  # readiness expires while no acknowledgement comes
-            except KafkaError as error:
-                raise DeliveryFailed(f"flush: {error}") from error
-
-    def _settle(self, entry: _Sent) -> bool:
-        """Count one acknowledged record, or replace one refused for its size; False if it failed."""
-        future = entry.future
-        if future.is_done and isinstance(future.exception, TOO_LARGE) and entry.instead is not None:
-            entry.instead(str(future.exception))  # the broker's limit: its stand-in goes out next round
-            return True
-        if not future.is_done or future.failed():
-            return False
-        if entry.kind == "scored":
-            self.stats["scored"] += 1
-            latency = None
-            if entry.source_timestamp_ms is not None:
-                latency = max(0.0, (time.time() * 1000.0 - entry.source_timestamp_ms) / 1000.0)
-            self.observer.scored(entry.label, entry.sentiment, latency)
-        else:
-            self.stats["invalid"] += 1
-            self.observer.invalid(entry.label)
-        return True
-
-    # ----------------------------------------------------------------- commit
 
     def _pending_offsets(self) -> Iterable[tuple[Partition, int]]:
         if self._inflight is not None:
@@ -562,15 +319,15 @@ class StreamLoop:
 
     def _commit_timeout_ms(self) -> int:
         """COMMIT_TIMEOUT_MS, or less once stopping: what is left of the shutdown budget (at least 1 s)."""
-        if not self._stop.is_set():
+        if not self._stop.requested:
             return COMMIT_TIMEOUT_MS
-        return max(1000, min(COMMIT_TIMEOUT_MS, int((self._stop_deadline - self._clock()) * 1000)))
+        return max(1000, min(COMMIT_TIMEOUT_MS, int((self._stop.deadline - self._clock()) * 1000)))
 
     # ------------------------------------------------------------ backpressure
 
     def _apply_backpressure(self) -> None:
         full = len(self._batcher) >= self.settings.max_buffer
-        partitions = [TopicPartition(*tp) for tp in list(self._assignment)]  # a copy: see _lag_lock
+        partitions = [TopicPartition(*tp) for tp in list(self._assignment)]  # a copy: see _assignment_lock
         if full and not self._paused and partitions:
             self._consumer.pause(*partitions)
             self._paused = True
@@ -579,77 +336,36 @@ class StreamLoop:
             self._paused = False
         self._publish_state()
 
+    # ---------------------------------------------------------- lag, readiness
+
     def _report_lag(self) -> None:
         """Report every owned partition's lag: log end (high watermark) minus the committed offset."""
-        with self._lag_lock:
+        with self._assignment_lock:
             owned = sorted(self._assignment)
-        positions: dict[Partition, int] = {}
-        highs: dict[Partition, int] = {}
-        for partition in owned:
-            tp = TopicPartition(*partition)
-            try:
-                # Committed, not read: a stage that re-reads the same records (a rewind loop) shows lag.
-                position = self._tracker.replay_position(partition)
-                if position is None:
-                    # Owned but nothing polled from it yet (a backlog drains one partition at a time):
-                    # the consumer's position, i.e. the committed offset. timeout_ms=0 never waits for
-                    # the coordinator; it answers None until the position is known.
-                    position = self._consumer.position(tp, timeout_ms=0)
-                high = self._consumer.highwater(tp)
-            except KafkaError as error:  # e.g. revoked meanwhile on the IO thread (IllegalStateError)
-                log.debug("no lag for %s: %s", partition, error)
-                continue
-            if position is None:
-                continue
-            positions[partition] = position
-            if high is not None:
-                highs[partition] = high
-        unfetched = [partition for partition in positions if partition not in highs]
-        if unfetched:
-            highs.update(self._end_offsets(unfetched))
-        with self._lag_lock:
-            for partition, position in positions.items():
-                if partition in self._assignment and partition in highs:
-                    lag = max(0, highs[partition] - position)
+        lags = measure_lag(self._consumer, self._tracker, owned)
+        with self._assignment_lock:
+            for partition, lag in lags.items():
+                if partition in self._assignment:  # not revoked while it was measured
                     self.observer.lag(partition.topic, partition.partition, lag)
-
-    def _end_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
-        """End offsets of partitions without a fetch response yet; empty if the broker is slow to answer."""
-        try:
-            ends = self._consumer.end_offsets(
-                [TopicPartition(*partition) for partition in partitions], timeout_ms=END_OFFSETS_TIMEOUT_MS
-            )
-        except KafkaError as error:
-            log.debug("no end offsets for %s: %s", partitions, error)
-            return {}
-        return {Partition(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
-
-    # --------------------------------------------------------------- readiness
 
     def _probe_broker(self) -> None:
         """Nothing talked to the broker lately: ask it for end offsets, so readiness reflects it."""
-        self._last_probe = self._clock()
-        with self._lag_lock:
+        with self._assignment_lock:
             owned = sorted(self._assignment) or [Partition(self.settings.input_topic, 0)]
-        try:
-            self._consumer.end_offsets([TopicPartition(*tp) for tp in owned], timeout_ms=PROBE_TIMEOUT_MS)
-        except KafkaError as error:
-            if self._broker_ok:
-                log.warning("the broker did not answer (%s); not ready", error)
+        if self._broker.probe(self._consumer, owned):
+            self._answered()
+        else:
             self._unanswered()
-            return
-        self._answered()
 
     def _answered(self) -> None:
         """A broker round trip worked."""
-        self._last_answer = self._clock()
-        self._broker_ok = True
+        self._broker.answered()
         self._backoff.reset()
         self._publish_state()
 
     def _unanswered(self) -> None:
         """A broker round trip failed: not ready until one works again."""
-        self._broker_ok = False
+        self._broker.unanswered()
         self._publish_state()
 
     def _publish_state(self) -> None:
@@ -665,9 +381,9 @@ class StreamLoop:
         log.info("partitions %s: %s", "lost" if lost else "revoked", sorted(partitions))
         offsets: dict[Any, Any] = {}
         try:
-            if lost or self._crashed:
+            if lost or self._commit_nothing_on_close:
                 self._drop_inflight()
-                self._sent.clear()
+                self._sender.forget_outstanding()
             else:
                 # Runs on the consumer's IO thread: no blocking consumer calls here, only the producer.
                 self._complete_inflight(start_next=False, checkpoint=False)
@@ -681,10 +397,10 @@ class StreamLoop:
             log.warning(
                 "could not finish the in-flight batch before revocation (it will be replayed): %s", error
             )
-            self._sent.clear()
+            self._sender.forget_outstanding()
         self._batcher.discard(lambda pending: pending.partition in partitions)
         self._tracker.forget(partitions)
-        with self._lag_lock:
+        with self._assignment_lock:
             self._assignment -= partitions
             # The new owner reports these; a stale copy here would win Prometheus' max per partition.
             for partition in partitions:
@@ -698,7 +414,7 @@ class StreamLoop:
         """Start owning partitions (positions come from the group's committed offsets)."""
         log.info("partitions assigned: %s", sorted(partitions))
         self._tracker.forget(partitions)
-        with self._lag_lock:
+        with self._assignment_lock:
             self._assignment |= partitions
         self._paused = False
         self._joined = True
@@ -708,45 +424,19 @@ class StreamLoop:
 
     def _finish(self) -> None:
         """Stopping: finish the in-flight batch, commit, leave the buffer for the next owner."""
-        if self._consumer is None or self._producer is None:
+        if self._consumer is None or self._sender.producer is None:
             return
         try:
             self._complete_inflight(start_next=False)
             self._checkpoint()
         except (KafkaError, DeliveryFailed) as error:
             log.warning("shutdown: could not finish the in-flight batch (%s); it will be replayed", error)
+            self._commit_nothing_on_close = True
         # Buffered records stay "pending", so any later commit (on revocation at close) stops before them.
         log.info(
             "stopped: consumed %(consumed)d, scored %(scored)d, invalid %(invalid)d, commits %(commits)d",
             self.stats,
         )
-
-
-def producer_is_broken(producer: Any) -> bool:
-    """Whether kafka-python put the producer in a fatal state, in which it fails every record for good."""
-    # No public API says so; this is the state kafka-python's own sender checks (absent: not broken).
-    manager = getattr(producer, "_transaction_manager", None)
-    has_fatal_error = getattr(manager, "has_fatal_error", None)
-    return bool(has_fatal_error is not None and has_fatal_error())
-
-
-def close_producer(producer: Any) -> None:
-    """Close a producer at once; records it still holds unacknowledged are failed, not waited for."""
-    try:
-        producer.close(timeout=0)
-        return
-    except KafkaError:
-        pass  # kafka-python's close() flushes first, and raises while records are unacknowledged
-    # Stop its I/O thread, which fails those records (they are uncommitted, so they are replayed). Left
-    # open, the producer's __del__ would retry the close at exit and print a traceback.
-    sender = getattr(producer, "_sender", None)
-    if sender is not None:
-        sender.force_close()
-        sender.join(PRODUCER_CLOSE_JOIN_S)
-    try:
-        producer.close(timeout=0)
-    except KafkaError as error:
-        log.warning("producer close: %s", error)
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]

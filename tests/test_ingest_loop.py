@@ -21,7 +21,9 @@ import pytest
 from kafka import TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
+import ingest.broker_health
 import ingest.loop
+import ingest.producer_health
 from finsent.metrics import ServiceMetrics
 from ingest import KafkaSettings, LoopSettings, StreamLoop, producer_config
 from tests.integration.conftest import LoopThread
@@ -29,8 +31,8 @@ from tests.integration.conftest import neutral_results as neutral
 
 TOPIC = "news.raw"
 MiB = 1024 * 1024
-PROBE_INTERVAL_S = 5.0  # ingest.loop's: an idle loop asks the broker this often
-REPLACE_PRODUCER_AFTER = 3  # ingest.loop's: failed recoveries before the producer is replaced
+PROBE_INTERVAL_S = 5.0  # ingest.broker_health's: an idle loop asks the broker this often
+REPLACE_PRODUCER_AFTER = 3  # ingest.producer_health's: failed recoveries before the producer is replaced
 
 
 def message(message_id: str, headline: str = "Oil climbs") -> bytes:
@@ -396,7 +398,7 @@ def test_readiness_follows_the_broker_while_the_stream_is_idle(clients: Callable
     made = clients(FakeConsumer({0: [], 1: []}))
     metrics = ServiceMetrics()
     loop = StreamLoop(LoopSettings(), KafkaSettings("x:1"), neutral, observer=metrics, clock=clock)
-    loop._consumer, loop._producer = made.consumer, FakeProducer()
+    loop._consumer, loop._sender.producer = made.consumer, FakeProducer()
     loop._consumer.subscribe([TOPIC], ingest.loop._Rebalance(loop))
 
     def idle(seconds: float) -> None:
@@ -418,8 +420,8 @@ def test_readiness_follows_the_broker_while_the_stream_is_idle(clients: Callable
 
 
 def test_the_constants_these_tests_assume_are_the_loops() -> None:
-    assert ingest.loop.PROBE_INTERVAL_S == PROBE_INTERVAL_S
-    assert ingest.loop.REPLACE_PRODUCER_AFTER == REPLACE_PRODUCER_AFTER
+    assert ingest.broker_health.PROBE_INTERVAL_S == PROBE_INTERVAL_S
+    assert ingest.producer_health.REPLACE_PRODUCER_AFTER == REPLACE_PRODUCER_AFTER
 
 
 # ------------------------------------------------------------------------------------- shutdown
@@ -444,6 +446,37 @@ def test_a_stop_while_the_broker_is_gone_cuts_the_flush_short_and_commits_nothin
     assert 0 < made.consumer.closed_with["timeout_ms"] <= 10_000  # leaving the group is bounded too
 
 
+def test_a_last_batch_the_broker_fails_during_a_stop_is_not_committed(
+    clients: Callable[..., Clients],
+) -> None:
+    made = clients(FakeConsumer({0: [(None, message(f"m-{i}")) for i in range(40)]}))
+    in_model = threading.Event()
+    release = threading.Event()
+    batches = 0
+
+    def second_batch_waits(texts: Sequence[str]) -> list[dict[str, Any]]:
+        nonlocal batches
+        batches += 1
+        if batches == 2:
+            in_model.set()
+            release.wait(10)
+        return neutral(texts)
+
+    running = Running(StreamLoop(fast(max_batch=8), KafkaSettings("x:1"), second_batch_waits))
+    running.until(
+        lambda: in_model.is_set() and made.consumer.committed.get(0) == 8, 5, "a batch in the model"
+    )
+    (producer,) = made.producers
+    producer.mode = "failing"  # the broker now expires every record it is sent
+    running.loop.request_stop()
+    release.set()
+    running.stop(timeout=10)
+    acknowledged = [int(value["id"][2:]) for value in producer.values("news.scored")]
+    assert max(acknowledged) == 7
+    # Offsets 8.. were never acknowledged: the next owner must read them again.
+    assert made.consumer.committed[0] == 8
+
+
 # ----------------------------------------------------------------------- consumed counter, buffer
 
 
@@ -459,7 +492,7 @@ def test_records_count_as_consumed_one_by_one_as_they_are_accepted(clients: Call
     made = clients(FakeConsumer({0: [(None, b"not json")] * 3}))
     metrics = ServiceMetrics()
     loop = StreamLoop(LoopSettings(), KafkaSettings("x:1"), neutral, observer=metrics)
-    loop._consumer, loop._producer = made.consumer, FailsOnSecondSend()
+    loop._consumer, loop._sender.producer = made.consumer, FailsOnSecondSend()
     loop._consumer.subscribe([TOPIC], ingest.loop._Rebalance(loop))
     with pytest.raises(KafkaTimeoutError):
         loop._step()
@@ -475,7 +508,7 @@ def test_the_buffer_never_holds_more_than_max_buffer_valid_messages(clients: Cal
         return neutral(texts)
 
     loop = StreamLoop(LoopSettings(max_batch=8, max_buffer=10, max_wait_ms=0), KafkaSettings("x:1"), slow)
-    loop._consumer, loop._producer = made.consumer, FakeProducer()
+    loop._consumer, loop._sender.producer = made.consumer, FakeProducer()
     loop._consumer.subscribe([TOPIC], ingest.loop._Rebalance(loop))
     most = 0
     for _ in range(20):  # the first batch is stuck in the classifier: the buffer fills up

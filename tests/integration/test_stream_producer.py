@@ -88,7 +88,7 @@ def test_records_too_large_to_produce_go_to_the_dlq_and_the_partition_moves_on(
 
 def close_quickly_and_quietly(producer: KafkaProducer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Close a producer whose records the broker never acknowledges: no wait, no traceback at exit."""
-    from ingest.loop import close_producer
+    from ingest.producer_health import close_producer
 
     unraisable: list[Any] = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
