@@ -42,14 +42,6 @@ class OffsetTracker:
         """Record positions the broker accepted."""
         self._committed.update(positions)
 
-    def last_committed(self, partition: Partition) -> int | None:
-        """The last committed position of a partition, if this process committed one."""
-        return self._committed.get(partition)
-
-    def next_offset(self, partition: Partition) -> int | None:
-        """One past the last polled offset of a partition."""
-        return self._next.get(partition)
-
     def replay_position(self, partition: Partition) -> int | None:
         """Where a rewind would go: the last commit, else the first offset polled (the group's commit then)."""
         return self._committed.get(partition, self._first.get(partition))

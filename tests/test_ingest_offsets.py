@@ -50,4 +50,4 @@ def test_forget_drops_revoked_partitions() -> None:
     tracker.polled(P1, 3)
     tracker.forget([P0])
     assert tracker.safe_positions([]) == {P1: 4}
-    assert tracker.last_committed(P0) is None
+    assert tracker.replay_position(P0) is None
