@@ -35,9 +35,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench.checks import check_out
 from finsent.broker import EmbeddedBroker
+from finsent.classify_stage import ClassifyStage, load_engine
 from finsent.config import ServiceConfig, load_config
 from finsent.errors import UsageError
-from finsent.pipeline import Service, load_engine
 from finsent.replay import Headline, live_message, load_headlines, paced, sigterm_as_interrupt
 from model.engine import Engine
 
@@ -64,7 +64,7 @@ def preload(bootstrap: str, headlines: list[Headline]) -> None:
     producer.close()
 
 
-def end_to_end(service: Service, count: int, timeout: float = 600.0) -> float:
+def end_to_end(service: ClassifyStage, count: int, timeout: float = 600.0) -> float:
     """Messages/s from assignment to the count-th acknowledged scored record."""
     thread = service.start_thread()
     deadline = time.monotonic() + timeout
@@ -207,7 +207,7 @@ def benchmark(args: argparse.Namespace) -> int:
             model_runs.append(model_only(engine, texts, args.max_batch))
             preload(broker.bootstrap, headlines)
             # A fresh service per round resumes from the group's committed offsets: it reads only this round's texts.
-            service = Service(config, engine=engine)
+            service = ClassifyStage(config, engine=engine)
             e2e_runs.append(end_to_end(service, len(headlines)))
             service.stop()
             print(
@@ -221,7 +221,7 @@ def benchmark(args: argparse.Namespace) -> int:
         model_rate = float(np.median(model_runs))
         e2e_rate = float(np.median(e2e_runs))
         share = float(np.median(shares))
-        service = Service(config, engine=engine)
+        service = ClassifyStage(config, engine=engine)
         service.start_thread()
         while not service.loop.ready:
             time.sleep(0.05)

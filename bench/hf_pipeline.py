@@ -34,6 +34,7 @@ class MultiTaskPipeline(Pipeline):  # type: ignore[misc]
         return {}, {}, {}
 
     def preprocess(self, text: str) -> dict[str, torch.Tensor]:
+        """Normalise and tokenise one message into the network's input tensors."""
         assert self.tokenizer is not None
         encoded: dict[str, torch.Tensor] = self.tokenizer(
             normalize_text(text), truncation=True, max_length=self.max_tokens, return_tensors="pt"
@@ -45,6 +46,7 @@ class MultiTaskPipeline(Pipeline):  # type: ignore[misc]
         return {"topic": topic, "sentiment": sentiment}
 
     def postprocess(self, outputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Calibrated probabilities of both heads and their top labels."""
         topic = softmax(outputs["topic"].numpy(), self.temperatures["topic"])[0]
         sentiment = softmax(outputs["sentiment"].numpy(), self.temperatures["sentiment"])[0]
         return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -36,12 +37,13 @@ from finsent.config import ServiceConfig
 from finsent.consumer_stage import ConsumerStage
 from finsent.errors import UsageError, first_line
 from ingest import common_config
-from monitor import WindowSnapshot, window_label
+from monitor import OTHER_TOPIC, WindowSnapshot, window_label
 
 log = logging.getLogger("finsent.alerts_stage")
 
 DATABASE_FILE = "alerts.sqlite"
 COMMIT_INTERVAL_S = 1.0
+FOREIGN_LOG_INTERVAL_S = 60.0
 
 
 def load_alert_files(config: ServiceConfig) -> tuple[list[Rule], list[Subscription]]:
@@ -127,6 +129,15 @@ class AlertsStage(ConsumerStage):
             ["kind"],
             registry=registry,
         )
+        # The monitor publishes the model's labels and "other" only; anything else on the windows topic
+        # is another producer's, and evaluating it would grow alert state and series without bound.
+        self.known_topics = frozenset(config.monitor_config().topics or ()) | {OTHER_TOPIC}
+        self.foreign = Counter(
+            "finsent_alerts_foreign_topic_records",
+            "Window records for a topic the monitor never publishes (another producer's; skipped)",
+            registry=registry,
+        )
+        self._foreign_logged_at = -math.inf
         self._monotonic = monotonic
         self._last_commit = monotonic()
         self._recorded_state: dict[str, Any] = self.engine.to_state()
@@ -157,7 +168,12 @@ class AlertsStage(ConsumerStage):
                 "alerts stage: skipping %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
             )
             return
-        events = self.engine.evaluate(snapshots, now=now)
+        known = [snapshot for snapshot in snapshots if snapshot.topic in self.known_topics]
+        if len(known) < len(snapshots):
+            self._skip_foreign(record, snapshots)
+            if not known:
+                return
+        events = self.engine.evaluate(known, now=now)
         state = self.engine.to_state()
         # The per-topic "evaluated up to" marks move with every record; saving them alone would cost an
         # fsync per record for nothing: a record replayed against unchanged alert states changes nothing.
@@ -169,6 +185,22 @@ class AlertsStage(ConsumerStage):
             for event in events:
                 self._log_event(event)
         self.metrics.update(self.engine.active())
+
+    def _skip_foreign(self, record: Any, snapshots: Sequence[WindowSnapshot]) -> None:
+        self.foreign.inc()
+        moment = self._monotonic()
+        if moment - self._foreign_logged_at >= FOREIGN_LOG_INTERVAL_S:  # one line a minute, not per record
+            self._foreign_logged_at = moment
+            topic = next(s.topic for s in snapshots if s.topic not in self.known_topics)
+            log.warning(
+                "alerts stage: skipping windows of topic %r at %s[%d]@%d: not a topic the monitor publishes "
+                "(another producer on %s?); counted in finsent_alerts_foreign_topic_records_total",
+                topic[:80],
+                record.topic,
+                record.partition,
+                record.offset,
+                record.topic,
+            )
 
     @staticmethod
     def _log_event(event: AlertEvent) -> None:
@@ -182,7 +214,7 @@ class AlertsStage(ConsumerStage):
         )
 
     def tick(self) -> None:
-        """Commit what has been recorded (every record is durable once handle() returned)."""
+        """Commit what was handled (its alert events and state changes are durable once handle() returns)."""
         moment = self._monotonic()
         if moment - self._last_commit >= COMMIT_INTERVAL_S:
             self._last_commit = moment

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from finsent.errors import UsageError, check_folder_path
-from finsent.settings_file import parse_bool, read_settings_file
+from finsent.options import Option, add_option_flags, merge_settings
 from ingest import (
     DEFAULT_MAX_MESSAGE_BYTES,
     KafkaSettings,
@@ -23,36 +22,8 @@ from model import DEFAULT_MODEL_DIR, TOPIC_LABELS
 from model.drift import JS_MAX
 from monitor import MonitorConfig, parse_duration
 
-ENV_PREFIX = "FINSENT_"
 CONFIG_ENV = "FINSENT_CONFIG"
 STAGES = ("all", "classify", "monitor", "alerts")
-
-
-@dataclass(frozen=True)
-class Option:
-    """One setting: its type, default, bounds and help text."""
-
-    name: str
-    kind: type
-    default: Any
-    help: str
-    choices: tuple[str, ...] = ()
-    minimum: int | None = None
-    maximum: int | None = None
-    secret: bool = False
-    # A float setting that is a time span: it also takes "500ms", "2m", "6h".
-    duration: bool = False
-
-    @property
-    def flag(self) -> str:
-        """The command-line flag, e.g. --max-batch."""
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        """The environment variable, e.g. FINSENT_MAX_BATCH."""
-        return ENV_PREFIX + self.name.upper()
-
 
 OPTIONS: tuple[Option, ...] = (
     Option("bootstrap_servers", str, "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated host:port"),
@@ -77,7 +48,8 @@ OPTIONS: tuple[Option, ...] = (
         maximum=16 * 1024 * 1024,
     ),
     Option("auto_offset_reset", str, "earliest", "where a new group starts", choices=("earliest", "latest")),
-    Option("model_dir", Path, DEFAULT_MODEL_DIR, "model directory"),
+    # --model: the same spelling as `finsent classify`.
+    Option("model_dir", Path, DEFAULT_MODEL_DIR, "model directory", aliases=("--model",)),
     Option("variant", str, "auto", "ONNX variant", choices=("auto", "int8", "fp32", "fp16")),
     Option("device", str, "auto", "where to run the model", choices=("auto", "cpu", "cuda")),
     Option("threads", int, 0, "ONNX Runtime intra-op threads (0: all cores)", minimum=0, maximum=256),
@@ -277,80 +249,6 @@ class ServiceConfig:
         return {name: str(value) if isinstance(value, Path) else value for name, value in values.items()}
 
 
-def _convert(option: Option, value: Any, where: str) -> Any:
-    """Turn a raw value (string from env/flags or a YAML scalar) into the option's type, or fail naming it."""
-    if value is None or (isinstance(value, str) and value == "" and option.default is None):
-        if option.default is not None:  # only a YAML null gets here: it must not switch a check off
-            raise UsageError(f"{where}: must not be null (leave the key out to get {option.default})")
-        return None
-    if option.kind is bool:
-        return parse_bool(value, where)
-    if option.kind is float and option.duration:
-        return _to_seconds(value, where)
-    if option.kind is float:
-        return _to_float(value, where)
-    if option.kind is int:
-        return _to_int(option, value, where)
-    return _to_text(option, value, where)
-
-
-def _to_seconds(value: Any, where: str) -> float:
-    if isinstance(value, bool):
-        raise UsageError(f"{where}: expected a duration in seconds, got {value!r}")
-    try:
-        return parse_duration(value if isinstance(value, int | float) else str(value))
-    except ValueError as error:
-        raise UsageError(f"{where}: {error}") from None
-    except OverflowError:  # a YAML integer too large for a float
-        raise UsageError(f"{where}: {str(value)[:20]}... is too large") from None
-
-
-def _to_float(value: Any, where: str) -> float:
-    if isinstance(value, bool):
-        raise UsageError(f"{where}: expected a number, got {value!r}")
-    try:
-        number = float(value if isinstance(value, int | float) else str(value).strip())
-    except (ValueError, OverflowError):
-        raise UsageError(f"{where}: expected a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise UsageError(f"{where}: expected a finite number, got {value!r}")
-    return number
-
-
-def _to_int(option: Option, value: Any, where: str) -> int:
-    if isinstance(value, bool | float):
-        raise UsageError(f"{where}: expected an integer, got {value!r}")
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise UsageError(f"{where}: expected an integer, got {value!r}") from None
-    if option.minimum is not None and number < option.minimum:
-        raise UsageError(f"{where}: must be at least {option.minimum}, got {number}")
-    if option.maximum is not None and number > option.maximum:
-        raise UsageError(f"{where}: must be at most {option.maximum}, got {number}")
-    return number
-
-
-def _to_text(option: Option, value: Any, where: str) -> str | Path:
-    """A path, one of the option's choices (matched case-insensitively) or a non-empty string."""
-    if not isinstance(value, str | Path):
-        shown = "(hidden)" if option.secret else repr(value)
-        raise UsageError(f"{where}: expected a string, got {type(value).__name__} {shown}")
-    text = str(value).strip()
-    if option.kind is Path:
-        if not text:  # Path("") is the current folder, never what an empty setting meant
-            raise UsageError(f"{where}: must not be empty")
-        return Path(text).expanduser()
-    if option.choices:
-        canonical = {choice.lower(): choice for choice in option.choices}
-        if text.lower() not in canonical:
-            raise UsageError(f"{where}: must be one of {', '.join(option.choices)}, got {text!r}")
-        return canonical[text.lower()]
-    if not text:
-        raise UsageError(f"{where}: must not be empty")
-    return text
-
-
 def _check_combinations(config: ServiceConfig) -> None:
     """Checks that involve more than one setting, or a file a setting names."""
     _check_kafka(config)
@@ -421,20 +319,7 @@ def load_config(
     named_by = "--config"
     if config_file is None and environ.get(CONFIG_ENV):
         config_file, named_by = Path(environ[CONFIG_ENV]), CONFIG_ENV
-    from_file = read_settings_file(config_file, OPTIONS_BY_NAME, named_by) if config_file is not None else {}
-    values: dict[str, Any] = {}
-    for option in OPTIONS:
-        if option.name in flags and flags[option.name] is not None:
-            values[option.name] = _convert(option, flags[option.name], option.flag)
-        elif option.name in from_file:
-            values[option.name] = _convert(
-                option, from_file[option.name], f"config file {config_file}: {option.name}"
-            )
-        elif option.env in environ:
-            values[option.name] = _convert(option, environ[option.env], option.env)
-        else:
-            values[option.name] = option.default
-    config = ServiceConfig(**values)
+    config = ServiceConfig(**merge_settings(OPTIONS, flags, config_file, environ, named_by))
     _check_combinations(config)
     return config
 
@@ -447,20 +332,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"YAML file of settings (also {CONFIG_ENV}); flags override it",
     )
-    group = parser.add_argument_group(
-        "settings (flag > --config file > FINSENT_<NAME> environment > default)"
-    )
-    for option in OPTIONS:
-        default = "none" if option.default is None else option.default
-        aliases = ["--model"] if option.name == "model_dir" else []  # same spelling as `finsent classify`
-        group.add_argument(
-            option.flag,
-            *aliases,
-            dest=option.name,
-            default=None,
-            metavar=option.name.upper() if not option.choices else "{" + ",".join(option.choices) + "}",
-            help=f"{option.help} (default: {default}; env {option.env})",
-        )
+    add_option_flags(parser, OPTIONS)
 
 
 def config_from_args(args: argparse.Namespace) -> ServiceConfig:

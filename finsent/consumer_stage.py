@@ -35,7 +35,7 @@ class ConsumerStage(ABC):
         self._positions: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._backoff = Backoff(0.5, 15.0)
-        self._ok = False
+        self._last_poll_ok = False
         self.failed = False
 
     # ------------------------------------------------------------- subclass hooks
@@ -71,7 +71,7 @@ class ConsumerStage(ABC):
     def ready(self) -> bool:
         """Connected, with partitions assigned and the last poll answered."""
         consumer = self._consumer
-        if consumer is None or not self._ok:
+        if consumer is None or not self._last_poll_ok:
             return False
         try:
             return bool(consumer.assignment())
@@ -88,7 +88,7 @@ class ConsumerStage(ABC):
                     self._serve()
                 except (KafkaError, OSError) as error:
                     self.on_error("broker")
-                    self._ok = False
+                    self._last_poll_ok = False
                     delay = self._backoff.next_delay()
                     log.warning("%s stage: broker error %s; retrying in %.1fs", self.name, error, delay)
                     self._stop.wait(delay)
@@ -125,7 +125,7 @@ class ConsumerStage(ABC):
     def _serve(self) -> None:
         while not self._stop.is_set():
             batches = self._consumer.poll(timeout_ms=200, max_records=self.max_poll_records)
-            self._ok = True
+            self._last_poll_ok = True
             self._backoff.reset()
             for batch in batches.values():
                 for record in batch:
@@ -174,7 +174,7 @@ class ConsumerStage(ABC):
                 self._committed.pop(tp, None)
 
     def _close(self) -> None:
-        self._ok = False
+        self._last_poll_ok = False
         if self._consumer is not None:
             try:
                 self._consumer.close(autocommit=False)

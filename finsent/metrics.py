@@ -1,4 +1,4 @@
-"""Prometheus metrics of the streaming service and the /metrics, /healthz, /readyz HTTP server."""
+"""Prometheus metrics of the classify stage and the /metrics, /healthz, /readyz HTTP server of every stage."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-class ServiceMetrics:
-    """Every finsent_ metric of one service instance, in its own registry; implements ingest's Observer."""
+class ClassifyMetrics:
+    """The classify stage's finsent_ metrics (stream, model, drift), in one registry; an ingest Observer."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()

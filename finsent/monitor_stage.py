@@ -7,24 +7,23 @@ covers them is saved, so a crash replays (and the monitor's id dedupe absorbs) r
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from finsent.config import ServiceConfig
 from finsent.consumer_stage import ConsumerStage
-from ingest import KafkaSettings, loads_strict, parse_rfc3339, producer_config
+from finsent.scored_records import parse_scored
+from finsent.windows_sink import KafkaWindowsSink, WindowsSink, windows_records
 from monitor import Monitor, MonitorConfig, WindowSnapshot, load_checkpoint, save_checkpoint
 from monitor.metrics import MonitorMetrics
 
@@ -32,6 +31,9 @@ log = logging.getLogger("finsent.monitor_stage")
 
 CHECKPOINT_FILE = "monitor.json"
 CLOCK_KEY = "stage_clock"
+# While nothing arrives only the clock moves; it is saved alone here instead of rewriting monitor.json
+# (tens of MB with a full dedupe memory) every checkpoint_interval.
+CLOCK_FILE = "monitor.clock.json"
 
 
 class MonitorClock:
@@ -83,115 +85,6 @@ def _saved_clock(value: object) -> float | None:
     return float(value)
 
 
-def event_time_of(record: Mapping[str, Any], kafka_timestamp_ms: int | None) -> float:
-    """Seconds since the epoch: the record's published_at, else the Kafka timestamp; ValueError if none."""
-    published = record.get("published_at")
-    if isinstance(published, str) and published:
-        moment = parse_rfc3339(published)
-        if moment is None:
-            raise ValueError(f"published_at {published[:64]!r} is not RFC 3339 (with a UTC offset)")
-        return moment.timestamp()
-    if published is not None and not isinstance(published, str):
-        raise ValueError(f"published_at must be a string, got {type(published).__name__}")
-    if kafka_timestamp_ms is not None and kafka_timestamp_ms >= 0:
-        return kafka_timestamp_ms / 1000.0
-    raise ValueError("no published_at and no Kafka timestamp")
-
-
-@dataclass(frozen=True)
-class ScoredFields:
-    """What the monitor needs from one scored record."""
-
-    id: str
-    topic: str
-    sentiment: str
-    p_negative: float
-    event_time: float
-    headline: str
-
-
-def parse_scored(value: bytes | None, kafka_timestamp_ms: int | None) -> ScoredFields:
-    """Decode a news.scored value; ValueError naming the problem when it is malformed."""
-    if value is None:
-        raise ValueError("empty record")
-    try:
-        record = loads_strict(value.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise ValueError(f"not JSON: {error}") from None
-    if not isinstance(record, dict):
-        raise ValueError("not a JSON object")
-    message_id, topic, sentiment = record.get("id"), record.get("topic"), record.get("sentiment")
-    for name, field in (("id", message_id), ("topic", topic), ("sentiment", sentiment)):
-        if not isinstance(field, str) or not field:
-            raise ValueError(f"{name} missing or not a string")
-    scores = record.get("sentiment_scores")
-    p_negative = scores.get("negative") if isinstance(scores, dict) else None
-    if isinstance(p_negative, bool) or not isinstance(p_negative, int | float):
-        raise ValueError("sentiment_scores.negative missing or not a number")
-    headline = record.get("headline") or record.get("text") or ""
-    return ScoredFields(
-        id=str(message_id),
-        topic=str(topic),
-        sentiment=str(sentiment),
-        p_negative=float(p_negative),
-        event_time=event_time_of(record, kafka_timestamp_ms),
-        headline=str(headline),
-    )
-
-
-def windows_records(snapshots: list[WindowSnapshot], now: float) -> list[tuple[str, dict[str, Any]]]:
-    """One (key, value) per topic for news.windows: {"topic", "now", "windows": [snapshot dicts]}."""
-    by_topic: dict[str, list[dict[str, Any]]] = {}
-    for snap in snapshots:
-        by_topic.setdefault(snap.topic, []).append(_finite(snap.to_dict()))
-    return [(topic, {"topic": topic, "now": now, "windows": windows}) for topic, windows in by_topic.items()]
-
-
-def _finite(data: dict[str, Any]) -> dict[str, Any]:
-    # JSON has no NaN/infinity; a non-finite statistic is reported as absent.
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
-
-
-class WindowsSink(Protocol):
-    """Where window snapshot records go (news.windows in production)."""
-
-    def send(self, key: str, value: dict[str, Any]) -> None:
-        """Queue one record."""
-
-    def flush(self) -> None:
-        """Wait until every queued record is acknowledged; raise on failure."""
-
-    def close(self) -> None:
-        """Release the connection."""
-
-
-class KafkaWindowsSink:
-    """Produces window records (JSON, keyed by topic label); the producer is created on first use."""
-
-    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
-        self.kafka = kafka
-        self.topic = topic
-        self._producer: Any = None
-
-    def send(self, key: str, value: dict[str, Any]) -> None:
-        """Queue one record."""
-        if self._producer is None:
-            self._producer = KafkaProducer(**producer_config(self.kafka))
-        payload = json.dumps(value, allow_nan=False).encode("utf-8")
-        self._producer.send(self.topic, key=key.encode("utf-8"), value=payload)
-
-    def flush(self) -> None:
-        """Wait for the acknowledgements."""
-        if self._producer is not None:
-            self._producer.flush(timeout=30)
-
-    def close(self) -> None:
-        """Close the producer."""
-        if self._producer is not None:
-            self._producer.close(timeout=10)
-            self._producer = None
-
-
 class MonitorStage(ConsumerStage):
     """Consumer group ``<group_id>-monitor`` on the scored topic; snapshots every ``eval_interval``."""
 
@@ -214,6 +107,7 @@ class MonitorStage(ConsumerStage):
         self.config = config
         self.monitor_config: MonitorConfig = config.monitor_config()
         self.checkpoint_path: Path = config.state_dir / CHECKPOINT_FILE
+        self.clock_path: Path = config.state_dir / CLOCK_FILE
         self._wall = wall
         self._monotonic = monotonic
         self.clock = MonitorClock(monotonic)
@@ -264,14 +158,18 @@ class MonitorStage(ConsumerStage):
             raise RuntimeError(f"cannot restore the monitor: {error}") from None
         if state is None:
             log.info("monitor stage: no checkpoint at %s; starting empty", self.checkpoint_path)
-            return Monitor(self.monitor_config)
-        try:
-            monitor = Monitor.from_state(state, self.monitor_config)
-            saved_clock = _saved_clock(state.get(CLOCK_KEY))
-        except ValueError as error:
-            raise RuntimeError(
-                f"cannot restore the monitor: checkpoint {self.checkpoint_path}: {error}"
-            ) from None
+            monitor, saved_clock = Monitor(self.monitor_config), None
+        else:
+            try:
+                monitor = Monitor.from_state(state, self.monitor_config)
+                saved_clock = _saved_clock(state.get(CLOCK_KEY))
+            except ValueError as error:
+                raise RuntimeError(
+                    f"cannot restore the monitor: checkpoint {self.checkpoint_path}: {error}"
+                ) from None
+        idle_clock = self._restore_idle_clock()
+        if idle_clock is not None and (saved_clock is None or idle_clock > saved_clock):
+            saved_clock = idle_clock
         self.clock.advance(monitor.max_event_time)
         if saved_clock is not None:
             # The saved clock only carries idle time across the restart. One saved while the wall clock
@@ -285,6 +183,8 @@ class MonitorStage(ConsumerStage):
                     wall,
                 )
             self.clock.advance(min(saved_clock, wall))
+        if state is None:
+            return monitor
         log.info(
             "monitor stage: restored %s (topics %s, latest event time %s)",
             self.checkpoint_path,
@@ -292,6 +192,22 @@ class MonitorStage(ConsumerStage):
             monitor.max_event_time,
         )
         return monitor
+
+    def _restore_idle_clock(self) -> float | None:
+        """The clock saved alone while idle, if any; a damaged file only loses idle time, so it is skipped."""
+        try:
+            state = load_checkpoint(self.clock_path)
+            return None if state is None else _saved_clock(state.get(CLOCK_KEY))
+        except ValueError as error:
+            log.warning("monitor stage: ignoring %s: %s", self.clock_path, error)
+            return None
+
+    def save_clock(self) -> None:
+        """Save only the monitor clock (nothing new was handled since the last checkpoint)."""
+        now = self.clock.now()
+        save_checkpoint(self.clock_path, {CLOCK_KEY: now})
+        self._checkpointed_clock = now
+        self._last_checkpoint = self._monotonic()
 
     def checkpoint(self) -> None:
         """Save the monitor state atomically, then commit the offsets it covers."""
@@ -354,11 +270,12 @@ class MonitorStage(ConsumerStage):
         if moment - self._last_eval >= self.config.eval_interval:
             self.evaluate()
         self._flush()
-        if moment - self._last_checkpoint >= self.config.checkpoint_interval and (
-            self._dirty or self.clock.now() != self._checkpointed_clock
-        ):
-            # An idle stream still moves the clock: saving it keeps evaluations monotonic across a restart.
-            self.checkpoint()
+        if moment - self._last_checkpoint >= self.config.checkpoint_interval:
+            if self._dirty:
+                self.checkpoint()
+            elif self.clock.now() != self._checkpointed_clock:
+                # An idle stream still moves the clock: saving it keeps evaluations monotonic across a restart.
+                self.save_clock()
 
     def owned_topics(self) -> set[str]:
         """Topic labels this instance publishes: those whose news.scored partition is assigned to it.

@@ -54,12 +54,16 @@ class StageRunner:
         if run_monitor or run_alerts:
             config.state_dir.mkdir(parents=True, exist_ok=True)
         if stage in ("all", "classify"):
-            from finsent.pipeline import Service  # loads the ONNX model: only for this stage
+            from finsent.classify_stage import ClassifyStage  # loads the ONNX model: only for this stage
 
-            service = Service(config, registry=self.registry)
+            classify = ClassifyStage(config, registry=self.registry)
             self.parts.append(
                 _Part(
-                    "classify", service.run, service.stop, lambda: service.loop.ready, lambda: service.failed
+                    "classify",
+                    classify.run,
+                    classify.stop,
+                    lambda: classify.loop.ready,
+                    lambda: classify.failed,
                 )
             )
         if run_monitor:
@@ -87,7 +91,7 @@ class StageRunner:
                 _Part("alerts", alerts.run, alerts.request_stop, lambda: alerts.ready, lambda: alerts.failed)
             )
         self._threads: list[threading.Thread] = []
-        self._errors: dict[str, bool] = {}
+        self._failed: dict[str, bool] = {}  # stage name -> whether its run failed
         try:
             self.server = MetricsServer(
                 self.registry,
@@ -108,7 +112,7 @@ class StageRunner:
 
     def healthy(self) -> bool:
         """No stage has died."""
-        return not any(part.failed() or self._errors.get(part.name) for part in self.parts)
+        return not any(part.failed() or self._failed.get(part.name) for part in self.parts)
 
     def ready(self) -> bool:
         """Every stage of this process is ready."""
@@ -136,7 +140,7 @@ class StageRunner:
         except Exception:
             log.exception("%s stage failed", part.name)
             failed = True
-        self._errors[part.name] = failed
+        self._failed[part.name] = failed
         if failed:
             # One dead stage takes the process down so a supervisor restarts all of it.
             self.stop()
@@ -160,4 +164,4 @@ class StageRunner:
                     thread.join(timeout=0.5)  # short joins keep the main thread responsive to signals
         finally:
             self.server.stop()
-        return 1 if any(self._errors.values()) else 0
+        return 1 if any(self._failed.values()) else 0

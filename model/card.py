@@ -135,17 +135,50 @@ def _report_table(report: dict[str, Any]) -> list[str]:
 def render_card(manifest: dict[str, Any], rebuild_command: str) -> str:
     """Markdown model card: data, metrics, calibration, parity, hashes and rebuild command."""
     training = manifest["training"]
-    config = training["config"]
-    data = training["data"]
-    dev, raw = training["dev"], training["dev_uncalibrated"]
     lines = [
+        *_summary_lines(manifest),
+        *_data_lines(training),
+        *_training_lines(training),
+        *_metrics_lines(training["dev"]),
+        *_calibration_lines(manifest),
+        *_parity_lines(manifest["parity"]),
+        *_shipped_variant_lines(manifest.get("extra_metrics", {})),
+        *_files_lines(manifest),
+        *_rebuild_lines(rebuild_command),
+        *_limits_lines(manifest["max_tokens"]),
+    ]
+    return "\n".join(lines)
+
+
+def _summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """Title and what the model is."""
+    return [
         f"# Model card: {manifest['name']} {manifest['version']}",
         "",
-        "Multi-task classifier for financial news: a shared MiniLM-L6-H384 BERT encoder "
+        f"Multi-task classifier for financial news: a shared {_encoder_name(manifest['training'])} "
         "(mean pooling) with a 20-way topic head and a 3-way sentiment head "
         "(negative / neutral / positive). Probabilities are temperature-calibrated inside "
         "the ONNX graph.",
         "",
+    ]
+
+
+def _encoder_name(training: dict[str, Any]) -> str:
+    """The pre-trained encoder the oldest training stage started from."""
+    stages = [*training.get("earlier_stages", []), training]
+    base_dirs = [stage["config"]["base_dir"] for stage in stages if stage["config"].get("base_dir")]
+    if not base_dirs:
+        return "BERT encoder"
+    if _is_bundled_base(base_dirs[0]):
+        return "MiniLM-L6-H384 BERT encoder"
+    return f"{_base_name(base_dirs[0])} BERT encoder"
+
+
+def _data_lines(training: dict[str, Any]) -> list[str]:
+    """Where the data comes from, how dev is split off, and the row counts."""
+    config, data = training["config"], training["data"]
+    by_source = ", ".join(f"{k}: {v}" for k, v in data["train_rows_by_source"].items())
+    return [
         "## Data",
         "",
         f"Training files from `data/` (see `data/README.md` for provenance and licenses). "
@@ -153,18 +186,26 @@ def render_card(manifest: dict[str, Any], rebuild_command: str) -> str:
         f"Dev split: {config['dev_percent']}% hashed by URL-stripped, case-folded text with seed "
         f"{config['seed']}, so near-duplicates never straddle train and dev.",
         "",
-        f"- train rows: {data['train_rows']} ({', '.join(f'{k}: {v}' for k, v in data['train_rows_by_source'].items())})",
+        f"- train rows: {data['train_rows']} ({by_source})",
         f"- dev rows: {data['dev_rows']} (topic-labelled {data['dev_topic_rows']}, "
         f"sentiment-labelled {data['dev_sentiment_rows']})",
         "",
-        "## Training",
-        "",
     ]
+
+
+def _training_lines(training: dict[str, Any]) -> list[str]:
+    """Each training stage, oldest first, with its per-epoch dev scores."""
+    lines = ["## Training", ""]
     stages = [*training.get("earlier_stages", []), training]
     for number, stage in enumerate(stages, start=1):
         title = f"Stage {number} of {len(stages)}" if len(stages) > 1 else "Training"
         lines += _stage_lines(stage, title)
-    lines += [
+    return lines
+
+
+def _metrics_lines(dev: dict[str, Any]) -> list[str]:
+    """Calibrated PyTorch dev scores per task, then per class."""
+    return [
         "## Dev metrics (PyTorch, calibrated)",
         "",
         "| task | accuracy | macro-F1 | n |",
@@ -181,6 +222,14 @@ def render_card(manifest: dict[str, Any], rebuild_command: str) -> str:
         "",
         *_report_table(dev["sentiment"]),
         "",
+    ]
+
+
+def _calibration_lines(manifest: dict[str, Any]) -> list[str]:
+    """Each head's temperature and its ECE before and after."""
+    training = manifest["training"]
+    dev, raw = training["dev"], training["dev_uncalibrated"]
+    lines = [
         "## Calibration (temperature scaling on the dev split, 15-bin ECE)",
         "",
         "| head | temperature | ECE before | ECE after |",
@@ -190,8 +239,13 @@ def render_card(manifest: dict[str, Any], rebuild_command: str) -> str:
         lines.append(
             f"| {task} | {manifest['temperatures'][task]:.3f} | {raw[task]['ece']:.4f} | {dev[task]['ece']:.4f} |"
         )
-    lines += ["", "## ONNX parity with PyTorch", ""]
-    for variant, result in manifest["parity"].items():
+    return [*lines, ""]
+
+
+def _parity_lines(parity: dict[str, Any]) -> list[str]:
+    """How closely each ONNX variant reproduces PyTorch (or why it was not checked)."""
+    lines = ["## ONNX parity with PyTorch", ""]
+    for variant, result in parity.items():
         if "skipped" in result:
             lines.append(f"- {variant}: not checked here ({result['skipped']})")
         else:
@@ -200,13 +254,22 @@ def render_card(manifest: dict[str, Any], rebuild_command: str) -> str:
                 f"{result['sentiment_agreement']:.4f}, max probability difference "
                 f"{result['max_prob_diff']:.4f} over {result['rows']} dev texts"
             )
-    extra = manifest.get("extra_metrics", {})
-    if extra:
-        lines += ["", "## Shipped variant on the dev split", ""]
-        for name, row in extra.items():
-            lines.append(f"- {name}: accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}")
-    lines += [
-        "",
+    return [*lines, ""]
+
+
+def _shipped_variant_lines(extra_metrics: dict[str, Any]) -> list[str]:
+    """Dev scores of the shipped ONNX variant, when export measured them."""
+    if not extra_metrics:
+        return []
+    lines = ["## Shipped variant on the dev split", ""]
+    for name, row in extra_metrics.items():
+        lines.append(f"- {name}: accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}")
+    return [*lines, ""]
+
+
+def _files_lines(manifest: dict[str, Any]) -> list[str]:
+    """Size and SHA-256 of every file the loader verifies."""
+    lines = [
         "## Files (SHA-256, verified by the loader)",
         "",
         "| file | bytes | sha256 |",
@@ -214,22 +277,24 @@ def render_card(manifest: dict[str, Any], rebuild_command: str) -> str:
     ]
     for name, digest in manifest["files"].items():
         lines.append(f"| {name} | {manifest['sizes_bytes'][name]} | `{digest}` |")
-    lines += [
-        "",
-        "## Rebuild",
-        "",
-        "```",
-        rebuild_command,
-        "```",
-        "",
+    return [*lines, ""]
+
+
+def _rebuild_lines(rebuild_command: str) -> list[str]:
+    """The commands that rebuild the model."""
+    return ["## Rebuild", "", "```", rebuild_command, "```", ""]
+
+
+def _limits_lines(max_tokens: int) -> list[str]:
+    """What the model was not trained for."""
+    return [
         "## Limits",
         "",
         "Trained on tweets from news accounts and short financial posts; long articles are "
-        f"truncated to their first {manifest['max_tokens']} tokens. Topics follow the Twitter "
+        f"truncated to their first {max_tokens} tokens. Topics follow the Twitter "
         "Financial News Topic taxonomy; texts outside finance still get one of the 20 topics.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def write_card(model_dir: Path, manifest: dict[str, Any], rebuild_command: str) -> Path:

@@ -139,7 +139,7 @@ class Engine:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         # On CPU, small length-sorted runs beat one padded run: a stream micro-batch of 64 tweets
-        # scored 90 msg/s as one run and 250 msg/s as runs of 8 (bench/results/engine_batching.json).
+        # scores fastest as runs of 8 (bench/results/engine_batching.json has each run size measured).
         # A GPU wants wide runs to fill its cores.
         session_device: Device = "cuda" if on_gpu and self.variant != "int8" else "cpu"
         default_batch = GPU_BATCH_SIZE if session_device == "cuda" else CPU_BATCH_SIZE

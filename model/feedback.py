@@ -2,7 +2,7 @@
 
 A feedback row is {"id": str, "text": str, "topic": name or 0..19, "sentiment": name} with at
 least one of topic / sentiment. It arrives as JSON on the `news.labels` topic (the reader lives
-in finsent.retraining) or as rows of CSV files dropped in a folder. Bad rows are counted with
+in finsent.labels_topic) or as rows of CSV files dropped in a folder. Bad rows are counted with
 a reason and skipped, never fatal. The store keeps one row per id: the latest correction wins,
 label by label (a correction giving only a sentiment keeps the topic given earlier). Every field
 is quoted, so any text (a bare carriage return included) reads back as it was written.

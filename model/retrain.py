@@ -40,6 +40,8 @@ from model.registry import ChampionChanged, ModelRegistry, RegistryError, check_
 
 TASKS = ("topic", "sentiment")
 DEFAULT_TOLERANCE = 0.01
+SHIPPED_DIR = DEFAULT_MODEL_DIR  # imported when the registry is empty
+VERSION_PREFIX = "minilm-mt"  # challenger versions are VERSION_PREFIX-<UTC time>-<random>
 
 
 @dataclass
@@ -51,7 +53,6 @@ class RetrainSettings:
     feedback_store: Path | None = None  # default: REGISTRY/feedback
     feedback_folder: Path | None = None  # CSV files of corrections to read first
     base_dir: Path | None = None  # default: the wheel's MiniLM
-    shipped_dir: Path = DEFAULT_MODEL_DIR  # imported when the registry is empty
     tolerance: float = DEFAULT_TOLERANCE
     epochs: float = 1.0
     max_steps: int | None = None
@@ -66,7 +67,6 @@ class RetrainSettings:
     parity_margin: float = 0.0  # see model.export.check_parity; > 0 only for barely-trained CI models
     shuffle_labels: bool = False
     keep: int | None = None  # stored in the registry for every later prune; None: the stored value (else 5)
-    version_prefix: str = "minilm-mt"
 
     def as_json(self) -> dict[str, Any]:
         """JSON-friendly view (paths as strings)."""
@@ -163,7 +163,7 @@ def _retrain_locked(
     timings: dict[str, float] = {}
     if settings.keep is not None:
         registry.set_keep(settings.keep)
-    imported = registry.init_from(settings.shipped_dir)
+    imported = registry.init_from(SHIPPED_DIR)
     if imported:
         log(f"registry {registry.root} had no current version: {imported} is current now")
     champion = registry.current_version()
@@ -172,7 +172,7 @@ def _retrain_locked(
     champion_dir = registry.version_dir(champion)
     _remove_dead_runs(registry, log)
 
-    run_id = version = new_version_name(registry, settings.version_prefix)
+    run_id = version = new_version_name(registry, VERSION_PREFIX)
     work = registry.root / ".work" / run_id
     init_dir, init_from = _challenger_start(registry, champion, settings.base_dir)
     report: dict[str, Any] = {
@@ -203,61 +203,32 @@ def _retrain_locked(
             seed=settings.seed,
             max_rows=settings.gold_rows,
         )
-        report["data"] = {
-            "train_rows": training["data"]["train_rows"],
-            "calibration_rows": training["data"]["dev_rows"],
-            "feedback_rows_stored": len(feedback),
-            "feedback_rows_used": training["data"].get("extra_rows", 0),
-            "feedback_rows_dropped_gold": training["data"].get("extra_rows_dropped_gold", 0),
-            "feedback_store": store_report.as_json(),
-            "feedback_folder": folder_report.as_json(),
-            "feedback_kafka": kafka_feedback,
-            "gold_rows": len(gold),
-            "gold_topic_rows": int((gold["topic"] != IGNORE_INDEX).sum()),
-            "gold_sentiment_rows": int((gold["sentiment"] != IGNORE_INDEX).sum()),
-            "steps": training["steps"],
-            "shuffled_labels": settings.shuffle_labels,
-        }
+        report["data"] = _data_report(
+            settings, training, len(feedback), folder_report, store_report, kafka_feedback, gold
+        )
 
         phase = time.time()
         try:
-            candidate: Path | None = _export_candidate(
+            candidate = _export_candidate(
                 settings, train_dir, work, version, f"run {run_id}, from {init_from}", log
             )
         except ParityError as error:
-            candidate, promote, reasons = None, False, [f"export parity check failed: {error}"]
-        timings["export_seconds"] = round(time.time() - phase, 1)
-
-        if candidate is not None:
-            phase = time.time()
-            champion_scores = evaluate_on_gold(champion_dir, gold)
-            challenger_scores = evaluate_on_gold(candidate, gold)
-            timings["evaluate_seconds"] = round(time.time() - phase, 1)
-            promote, reasons = decide(champion_scores, challenger_scores, settings.tolerance)
-            report["gold"] = {"champion": champion_scores, "challenger": challenger_scores}
-        report.update(
-            {
-                "decision": "promoted" if promote else "rejected",
-                "reasons": reasons,
-                "tolerance": settings.tolerance,
-                "timings": timings,
-            }
-        )
-        if promote and candidate is not None:
-            report.update(_finished(started))
-            try:
-                registry.add_and_promote(
-                    candidate,
-                    champion=champion,
-                    version=version,
-                    checkpoint_dir=train_dir / "checkpoint",
-                    report=report,
-                    metrics={f"{t}_macro_f1": report["gold"]["challenger"][t]["macro_f1"] for t in TASKS},
-                    reason=f"retrain {run_id}: " + "; ".join(reasons),
-                )
-            except ChampionChanged as error:
-                promote, reasons = False, [*reasons, str(error)]
-                report.update({"decision": "rejected", "reasons": reasons})
+            timings["export_seconds"] = round(time.time() - phase, 1)
+            promote, reasons = False, [f"export parity check failed: {error}"]
+            report.update(_decision(promote, reasons, settings.tolerance, timings))
+        else:
+            timings["export_seconds"] = round(time.time() - phase, 1)
+            promote, reasons = _compare_and_promote(
+                registry,
+                report,
+                champion_dir,
+                candidate,
+                train_dir / "checkpoint",
+                gold,
+                settings.tolerance,
+                timings,
+                started,
+            )
         report.update({"current_after": registry.current_version(), **_finished(started)})
         report_path = registry.write_run_report(run_id, report)
     except Exception as error:
@@ -282,6 +253,89 @@ def _retrain_locked(
         + f"; report {report_path}"
     )
     return RetrainResult(promote, champion, version, report_path, report)
+
+
+def _data_report(
+    settings: RetrainSettings,
+    training: dict[str, Any],
+    feedback_rows: int,
+    folder_report: ValidationReport,
+    store_report: ValidationReport,
+    kafka_feedback: dict[str, Any] | None,
+    gold: pd.DataFrame,
+) -> dict[str, Any]:
+    """The report's data section: training, feedback and gold row counts, and the feedback checks."""
+    return {
+        "train_rows": training["data"]["train_rows"],
+        "calibration_rows": training["data"]["dev_rows"],
+        "feedback_rows_stored": feedback_rows,
+        "feedback_rows_used": training["data"].get("extra_rows", 0),
+        "feedback_rows_dropped_gold": training["data"].get("extra_rows_dropped_gold", 0),
+        "feedback_store": store_report.as_json(),
+        "feedback_folder": folder_report.as_json(),
+        "feedback_kafka": kafka_feedback,
+        "gold_rows": len(gold),
+        "gold_topic_rows": int((gold["topic"] != IGNORE_INDEX).sum()),
+        "gold_sentiment_rows": int((gold["sentiment"] != IGNORE_INDEX).sum()),
+        "steps": training["steps"],
+        "shuffled_labels": settings.shuffle_labels,
+    }
+
+
+def _compare_and_promote(
+    registry: ModelRegistry,
+    report: dict[str, Any],
+    champion_dir: Path,
+    candidate: Path,
+    checkpoint_dir: Path,
+    gold: pd.DataFrame,
+    tolerance: float,
+    timings: dict[str, float],
+    started: float,
+) -> tuple[bool, list[str]]:
+    """Score champion and challenger on gold, decide, and promote the challenger if it qualifies.
+
+    Records the scores and the decision in report (whose champion, challenger and run_id it uses);
+    returns whether the challenger is current now, and the reasons.
+    """
+    run_id, champion = report["run_id"], report["champion"]
+    phase = time.time()
+    champion_scores = evaluate_on_gold(champion_dir, gold)
+    challenger_scores = evaluate_on_gold(candidate, gold)
+    timings["evaluate_seconds"] = round(time.time() - phase, 1)
+    promote, reasons = decide(champion_scores, challenger_scores, tolerance)
+    report["gold"] = {"champion": champion_scores, "challenger": challenger_scores}
+    report.update(_decision(promote, reasons, tolerance, timings))
+    if not promote:
+        return promote, reasons
+    report.update(_finished(started))
+    try:
+        registry.add_and_promote(
+            candidate,
+            champion=champion,
+            version=report["challenger"],
+            checkpoint_dir=checkpoint_dir,
+            report=report,
+            metrics={f"{t}_macro_f1": challenger_scores[t]["macro_f1"] for t in TASKS},
+            reason=f"retrain {run_id}: " + "; ".join(reasons),
+        )
+    except ChampionChanged as error:
+        reasons = [*reasons, str(error)]
+        report.update({"decision": "rejected", "reasons": reasons})
+        return False, reasons
+    return True, reasons
+
+
+def _decision(
+    promote: bool, reasons: list[str], tolerance: float, timings: dict[str, float]
+) -> dict[str, Any]:
+    """The report's decision fields."""
+    return {
+        "decision": "promoted" if promote else "rejected",
+        "reasons": reasons,
+        "tolerance": tolerance,
+        "timings": timings,
+    }
 
 
 def _remove_dead_runs(registry: ModelRegistry, log: Callable[[str], None]) -> None:
@@ -382,7 +436,8 @@ def _export_candidate(
 ) -> Path:
     """Export the challenger to int8 (parity-checked), with manifest and model card; its folder."""
     from model.card import write_card
-    from model.export import export, ship
+    from model.export import export
+    from model.ship import ship
 
     export_dir, candidate = work / "export", work / "candidate"
     export(

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from alerts import Outbox
 from finsent.alerts_stage import DATABASE_FILE, AlertsStage, load_alert_files
 from finsent.config import ServiceConfig, load_config
-from finsent.monitor_stage import windows_records
+from finsent.windows_sink import windows_records
 from monitor import WindowSnapshot
 
 OIL = "Energy | Oil"
@@ -91,6 +91,24 @@ def test_quiet_records_do_not_write_the_database(tmp_path: Path) -> None:
     assert writes == []  # the evaluated-up-to marks alone are not worth an fsync per record
     alerts.handle(window_record(106.0, 18, 5))
     assert writes == [1]
+    alerts.dispatcher.close()
+
+
+def test_windows_of_topics_the_monitor_never_publishes_leave_no_alert_state(tmp_path: Path) -> None:
+    any_topic = (
+        "rules:\n  - name: any\n    window: 1m\n    rate_above: 0.6\n    min_volume: 10\n    for: 10s\n"
+    )
+    registry = CollectorRegistry()
+    alerts = stage(config_with(tmp_path, any_topic), registry)
+    for offset in range(200):  # another producer's records on news.windows, one topic each
+        alerts.handle(window_record(100.0 + offset, 18, offset, topic=f"Foreign topic {offset}"))
+    alerts.handle(window_record(400.0, 18, 200, topic="other"))
+    alerts.handle(window_record(400.0, 18, 201))
+    assert sorted(alert.topic for alert in alerts.engine.active()) == [OIL, "other"]
+    assert len(alerts.engine.to_state()["alerts"]) == 2
+    assert registry.get_sample_value("finsent_alerts_foreign_topic_records_total") == 200
+    series = [s for m in registry.collect() if m.name == "finsent_alerts_active" for s in m.samples]
+    assert not any(s.labels.get("news_topic", "").startswith("Foreign") for s in series)
     alerts.dispatcher.close()
 
 

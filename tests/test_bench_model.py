@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_model_benchmark_writes_every_path_with_ratios_and_agreement(tmp_path: Path) -> None:
     from model.base import default_base_dir
     from model.data import DEFAULT_DATA_DIR
-    from model.export import export, ship
+    from model.export import export
+    from model.ship import ship
     from model.train import train
     from model.train_config import TrainConfig
 

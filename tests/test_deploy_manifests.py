@@ -515,7 +515,7 @@ def test_serving_code_runs_without_pytorch() -> None:
         "for name in ('torch', 'transformers', 'onnx'):\n"
         "    sys.modules[name] = None\n"
         "from finsent.cli import build_parser\n"
-        "import finsent.stages, finsent.pipeline, finsent.monitor_stage, finsent.alerts_stage\n"
+        "import finsent.stages, finsent.classify_stage, finsent.monitor_stage, finsent.alerts_stage\n"
         "from model import Engine, DEFAULT_MODEL_DIR\n"
         "assert build_parser().parse_args(['run', '--stage', 'classify']).command == 'run'\n"
         "(p,) = Engine(DEFAULT_MODEL_DIR, device='cpu').predict(['Shares plunge after profit warning'])\n"

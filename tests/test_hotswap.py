@@ -11,9 +11,10 @@ from typing import Any, cast
 import pytest
 
 from finsent.config import load_config
+from finsent.drift_monitor import DriftMonitor
 from finsent.errors import UsageError
-from finsent.hotswap import DriftMonitor, EngineHolder, RegistryWatcher, holder_classifier
-from finsent.metrics import ServiceMetrics
+from finsent.hotswap import EngineHolder, RegistryWatcher, holder_classifier
+from finsent.metrics import ClassifyMetrics
 from model import Engine, Prediction
 from model.drift import js_divergence
 from model.registry import ModelRegistry
@@ -59,7 +60,7 @@ def test_watcher_swaps_to_the_current_version_and_publishes_it(tmp_path: Path) -
     for name in ("v1", "v2"):
         registry.add(fake_model(tmp_path / name, name))
     registry.promote("v1")
-    metrics = ServiceMetrics()
+    metrics = ClassifyMetrics()
     holder = EngineHolder(as_engine(FakeEngine("v1")))
     swapped: list[str] = []
     watcher = RegistryWatcher(
@@ -91,7 +92,7 @@ def test_watcher_swaps_to_the_current_version_and_publishes_it(tmp_path: Path) -
 
 def test_drift_past_the_threshold_requests_one_retrain(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "registry")
-    metrics = ServiceMetrics()
+    metrics = ClassifyMetrics()
     drift = DriftMonitor(metrics, window=20, low_confidence=0.5, threshold=0.2, registry=registry)
     engine = FakeEngine("v1", topic="Earnings")
     engine.manifest = {
@@ -149,7 +150,7 @@ def test_hot_swap_settings_defaults_and_values() -> None:
 
 def test_persistent_drift_requests_once_per_serving_version_or_cooldown(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "registry")
-    metrics = ServiceMetrics()
+    metrics = ClassifyMetrics()
     now = [1000.0]
     drift = DriftMonitor(
         metrics, window=10, low_confidence=0.5, threshold=0.2, registry=registry, clock=lambda: now[0]
@@ -185,7 +186,7 @@ def test_a_version_that_failed_to_load_is_retried_once_current_went_back(tmp_pat
     for name in ("v1", "bad"):
         registry.add(fake_model(tmp_path / name, name))
     registry.promote("v1")
-    metrics = ServiceMetrics()
+    metrics = ClassifyMetrics()
     holder = EngineHolder(as_engine(FakeEngine("v1")))
     loads: list[str] = []
 
@@ -208,7 +209,7 @@ def test_a_version_that_failed_to_load_is_retried_once_current_went_back(tmp_pat
 
 def test_a_model_without_a_drift_reference_says_so(caplog: pytest.LogCaptureFixture) -> None:
     """Without one the drift gauge is silently absent; an operator must learn why from the log."""
-    drift = DriftMonitor(ServiceMetrics(), window=10, low_confidence=0.5, data_dir=None)
+    drift = DriftMonitor(ClassifyMetrics(), window=10, low_confidence=0.5, data_dir=None)
     engine = FakeEngine("v1", topic="Earnings")
     engine.manifest = {}
     with caplog.at_level(logging.WARNING):

@@ -1,7 +1,7 @@
 """Consumer lag as the stream loop reports it: every owned partition, and nothing for partitions it lost.
 
 A stand-in consumer answers the loop's position, high-watermark and end-offset questions; the metrics
-are the service's real ServiceMetrics registry.
+are the classify stage's real ClassifyMetrics registry.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from kafka import TopicPartition
 from kafka.errors import IllegalStateError, KafkaTimeoutError
 
-from finsent.metrics import ServiceMetrics
+from finsent.metrics import ClassifyMetrics
 from ingest import KafkaSettings, LoopSettings, Partition, StreamLoop
 
 TOPIC = "news.raw"
@@ -59,14 +59,14 @@ class StandInConsumer:
         return {tp: self._end_offsets[tp.partition] for tp in tps}
 
 
-def loop_with(consumer: StandInConsumer, metrics: ServiceMetrics) -> StreamLoop:
+def loop_with(consumer: StandInConsumer, metrics: ClassifyMetrics) -> StreamLoop:
     loop = StreamLoop(LoopSettings(), KafkaSettings("127.0.0.1:9"), no_model, observer=metrics)
     loop._consumer = consumer
     loop.assign({Partition(TOPIC, number) for number in consumer.assigned})
     return loop
 
 
-def lag(metrics: ServiceMetrics, partition: int) -> float | None:
+def lag(metrics: ClassifyMetrics, partition: int) -> float | None:
     return metrics.registry.get_sample_value(
         "finsent_consumer_lag_messages", {"topic": TOPIC, "partition": str(partition)}
     )
@@ -77,7 +77,7 @@ def test_partitions_assigned_but_not_polled_yet_report_their_whole_backlog() -> 
     # 3,900 messages per partition, nothing committed; 64 records of partition 0 polled so far
     # (read, not committed: still lag, as Kafka counts it).
     consumer = StandInConsumer(highwater={0: 3900, 1: 3900, 2: 3900}, positions={0: 64, 1: 0, 2: 0})
-    metrics = ServiceMetrics()
+    metrics = ClassifyMetrics()
     loop = loop_with(consumer, metrics)
     for offset in range(64):
         loop._tracker.polled(P0, offset)
@@ -92,7 +92,7 @@ def test_a_partition_with_no_fetch_yet_is_measured_against_its_end_offset() -> N
     consumer = StandInConsumer(
         highwater={0: 500, 1: None, 2: None}, positions={0: 100, 1: 200, 2: None}, end_offsets={1: 900, 2: 50}
     )
-    metrics = ServiceMetrics()
+    metrics = ClassifyMetrics()
     loop = loop_with(consumer, metrics)
     loop._report_lag()
     assert [lag(metrics, p) for p in range(3)] == [400, 700, None]  # partition 2: no position yet
@@ -101,7 +101,7 @@ def test_a_partition_with_no_fetch_yet_is_measured_against_its_end_offset() -> N
 
 def test_a_broker_that_does_not_answer_end_offsets_costs_only_those_partitions() -> None:
     consumer = StandInConsumer(highwater={0: 500, 1: None}, positions={0: 100, 1: 200})
-    metrics = ServiceMetrics()
+    metrics = ClassifyMetrics()
     loop = loop_with(consumer, metrics)
     loop._report_lag()  # must not raise: a lag report never rewinds the stream
     assert [lag(metrics, p) for p in range(2)] == [400, None]
@@ -110,7 +110,7 @@ def test_a_broker_that_does_not_answer_end_offsets_costs_only_those_partitions()
 def test_revoking_partitions_removes_their_lag_series() -> None:
     """A replica that lost a partition must not keep exporting its last lag (the rule takes the max)."""
     consumer = StandInConsumer(highwater={0: 6001, 1: 6001, 2: 6001}, positions={0: 1, 1: 1, 2: 1})
-    metrics = ServiceMetrics()
+    metrics = ClassifyMetrics()
     loop = loop_with(consumer, metrics)
     for partition in (P0, P1, P2):
         loop._tracker.polled(partition, 0)
@@ -131,7 +131,7 @@ def test_revoking_partitions_removes_their_lag_series() -> None:
 def test_a_partition_revoked_while_lag_is_measured_is_skipped_not_raised() -> None:
     """The rebalance callback runs on kafka-python's IO thread: the consumer may already say 'not assigned'."""
     consumer = StandInConsumer(highwater={0: 10, 1: 10}, positions={0: 0, 1: 0})
-    metrics = ServiceMetrics()
+    metrics = ClassifyMetrics()
     loop = loop_with(consumer, metrics)
     consumer.assigned = {0}  # the consumer dropped partition 1 before the loop's revoke() ran
     loop._report_lag()
@@ -141,7 +141,7 @@ def test_a_partition_revoked_while_lag_is_measured_is_skipped_not_raised() -> No
 def test_lag_is_measured_from_the_committed_offset_not_the_read_position() -> None:
     """A stage stuck re-reading the same records (rewind after rewind) must show its lag, not 0."""
     consumer = StandInConsumer(highwater={0: 600, 1: 600}, positions={0: 600, 1: 600})
-    metrics = ServiceMetrics()
+    metrics = ClassifyMetrics()
     loop = loop_with(consumer, metrics)
     loop._tracker.polled(P0, 99)
     loop._tracker.committed({P0: 100})

@@ -24,7 +24,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 import ingest.broker_health
 import ingest.loop
 import ingest.producer_health
-from finsent.metrics import ServiceMetrics
+from finsent.metrics import ClassifyMetrics
 from ingest import KafkaSettings, LoopSettings, StreamLoop, producer_config
 from tests.integration.conftest import LoopThread
 from tests.integration.conftest import neutral_results as neutral
@@ -396,7 +396,7 @@ def test_readiness_follows_the_broker_while_the_stream_is_idle(clients: Callable
     """No records to produce or commit: readiness still needs the broker to answer, and asks it rarely."""
     clock = FakeClock()
     made = clients(FakeConsumer({0: [], 1: []}))
-    metrics = ServiceMetrics()
+    metrics = ClassifyMetrics()
     loop = StreamLoop(LoopSettings(), KafkaSettings("x:1"), neutral, observer=metrics, clock=clock)
     loop._consumer, loop._sender.producer = made.consumer, FakeProducer()
     loop._consumer.subscribe([TOPIC], ingest.loop._Rebalance(loop))
@@ -490,7 +490,7 @@ class FailsOnSecondSend(FakeProducer):
 def test_records_count_as_consumed_one_by_one_as_they_are_accepted(clients: Callable[..., Clients]) -> None:
     """Three invalid records in one poll; producing the second one's dead letter fails."""
     made = clients(FakeConsumer({0: [(None, b"not json")] * 3}))
-    metrics = ServiceMetrics()
+    metrics = ClassifyMetrics()
     loop = StreamLoop(LoopSettings(), KafkaSettings("x:1"), neutral, observer=metrics)
     loop._consumer, loop._sender.producer = made.consumer, FailsOnSecondSend()
     loop._consumer.subscribe([TOPIC], ingest.loop._Rebalance(loop))

@@ -69,6 +69,19 @@ def test_card_renders_a_continued_run_after_its_first_stage() -> None:
     assert "--out build/train2 --base build/train/checkpoint" in card
 
 
+def test_card_names_the_encoder_the_first_stage_started_from() -> None:
+    manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
+    assert "a shared MiniLM-L6-H384 BERT encoder (mean pooling)" in render_card(manifest, "make model")
+    # A run from another local checkpoint (`finsent train --base`, as in tests/test_other_base.py).
+    other = copy.deepcopy(manifest["training"]["earlier_stages"][0])
+    other["config"].update(base_dir="/tmp/checkpoints/tiny-bert", out_dir="build/tiny")
+    other.pop("data")
+    manifest["training"] = {**manifest["training"], **other, "earlier_stages": []}
+    card = render_card(manifest, "\n".join(training_commands(manifest["training"])))
+    assert "a shared `tiny-bert` BERT encoder (mean pooling)" in card
+    assert "MiniLM-L6-H384" not in card
+
+
 def test_soup_stage_is_rebuilt_with_finsent_soup() -> None:
     manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
     commands = training_commands(manifest["training"])

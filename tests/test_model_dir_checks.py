@@ -141,8 +141,7 @@ def assert_untouched(victim: Path) -> None:
 
 
 def test_ship_refuses_folders_it_must_not_replace(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
-    from model.export import ShipDirError, ship
+    from model.ship import ShipDirError, ship
 
     export_dir = fake_model(tmp_path / "export", "v1")
     victim = victim_folder(tmp_path / "victim")
@@ -166,8 +165,7 @@ def test_ship_refuses_folders_it_must_not_replace(tmp_path: Path) -> None:
 
 
 def test_ship_replaces_a_model_folder_whole(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
-    from model.export import ship
+    from model.ship import ship
 
     export_dir = fake_model(tmp_path / "export", "v2")
     ship_dir = fake_model(tmp_path / "shipped", "v1")

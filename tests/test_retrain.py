@@ -28,8 +28,9 @@ def champion_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry whose current version is a tiny model (40 steps) that keeps its torch checkpoint."""
     from model.base import default_base_dir
     from model.data import DEFAULT_DATA_DIR
-    from model.export import export, ship
+    from model.export import export
     from model.retrain import RetrainSettings, _parity_texts
+    from model.ship import ship
     from model.train import train
     from model.train_config import TrainConfig
 

@@ -18,6 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from finsent.cli import build_parser, main
 from finsent.commands import retrain as command
+from finsent.cron import cron_weekdays, crontab_trigger
 from model.registry import ModelRegistry
 
 
@@ -42,10 +43,10 @@ def test_settings_come_from_flags_over_the_config_file(tmp_path: Path) -> None:
         ([], "--registry"),
         (["--registry", "r", "--schedule", "every sunday"], "not a crontab"),
         (["--registry", "r", "--tolerance", "-1"], "--tolerance: must be at least 0"),
-        (["--registry", "r", "--max-steps", "many"], "expected int"),
+        (["--registry", "r", "--max-steps", "many"], "--max-steps: expected an integer"),
         (["--registry", "r", "--feedback-dir", "/no/such/dir"], "not a folder"),
-        (["--registry", "r", "--epochs", "nan"], "--epochs: must be a finite number"),
-        (["--registry", "r", "--epochs", "inf"], "--epochs: must be a finite number"),
+        (["--registry", "r", "--epochs", "nan"], "--epochs: expected a finite number"),
+        (["--registry", "r", "--epochs", "inf"], "--epochs: expected a finite number"),
         (["--registry", "r", "--epochs", "0"], "--epochs: must be above 0"),
         (["--registry", "r", "--gold-rows", "0"], "--gold-rows: must be at least 1"),  # promoted anything
         (["--registry", "r", "--parity-rows", "0"], "--parity-rows: must be at least 1"),
@@ -62,6 +63,45 @@ def test_bad_settings_exit_2_naming_the_field(
 ) -> None:
     assert main(["retrain", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_settings_come_from_finsent_variables_below_flags_and_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "retrain.yaml"
+    config.write_text("max-steps: 7\n")
+    environ = {
+        "FINSENT_REGISTRY": str(tmp_path / "r"),
+        "FINSENT_TOLERANCE": "0.05",
+        "FINSENT_MAX_STEPS": "3",
+        "FINSENT_SHUFFLE_LABELS": "yes",
+        "FINSENT_EPOCHS": "2",
+    }
+    values = command.resolve(parse("--config", str(config), "--epochs", "0.5"), environ)
+    assert values["registry"] == tmp_path / "r"  # the required setting, from the environment alone
+    assert values["tolerance"] == 0.05
+    assert values["shuffle_labels"] is True
+    assert values["max_steps"] == 7  # the file beats the environment
+    assert values["epochs"] == 0.5  # a flag beats the environment
+
+
+def test_a_bad_finsent_variable_exits_2_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FINSENT_EPOCHS", "0")
+    assert main(["retrain", "--registry", str(tmp_path / "r")]) == 2
+    assert "FINSENT_EPOCHS: must be above 0" in capsys.readouterr().err
+    monkeypatch.setenv("FINSENT_EPOCHS", "many")
+    assert main(["retrain", "--registry", str(tmp_path / "r")]) == 2
+    assert "FINSENT_EPOCHS: expected a number, got 'many'" in capsys.readouterr().err
+
+
+def test_help_names_each_settings_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse("--help")
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "flag > --config file > FINSENT_<NAME> environment > default" in shown
+    for setting in command.SETTINGS:
+        assert f"env {setting.env})" in shown, setting.name
+    assert "(default: data/; env FINSENT_DATA_DIR)" in shown
 
 
 def test_a_gold_set_without_rows_for_a_task_never_promotes() -> None:
@@ -88,7 +128,7 @@ def test_a_gold_set_without_rows_for_a_task_never_promotes() -> None:
     ],
 )
 def test_crontab_weekday_numbers_keep_their_crontab_meaning(field: str, expected: str) -> None:
-    assert command.cron_weekdays(field) == expected
+    assert cron_weekdays(field) == expected
 
 
 @pytest.mark.parametrize(
@@ -98,8 +138,8 @@ def test_crontab_weekday_numbers_keep_their_crontab_meaning(field: str, expected
         (b"registry: r\nshuffle-labels: maybe\n", "shuffle_labels: expected true or false"),
         (b"registry: \xff\xfe r\n", "not UTF-8 text"),
         (b"- registry\n", "expected a mapping"),
-        (b"registry: [a, b]\n", "registry: expected Path, got a YAML list"),  # was a folder "['a', 'b']"
-        (b"registry: r\nschedule: {at: 3}\n", "schedule: expected str, got a YAML dict"),
+        (b"registry: [a, b]\n", "registry: expected a string, got list"),  # was a folder "['a', 'b']"
+        (b"registry: r\nschedule: {at: 3}\n", "schedule: expected a string, got dict"),
     ],
 )
 def test_bad_config_file_exits_2_naming_the_problem(
@@ -239,7 +279,7 @@ def test_scheduled_runs_wait_while_another_process_runs(tmp_path: Path, runs: Fa
 
 
 def fire_times(schedule: str, after: datetime, count: int) -> list[str]:
-    trigger, times = command._trigger(schedule), []
+    trigger, times = crontab_trigger(schedule), []
     for _ in range(count):
         after = trigger.get_next_fire_time(None, after)
         times.append(after.strftime("%a %d %b %H:%M"))

@@ -19,13 +19,9 @@ from prometheus_client import CollectorRegistry
 from finsent.alerts_stage import AlertsStage, load_alert_files, parse_windows_record
 from finsent.config import ServiceConfig, load_config
 from finsent.errors import UsageError
-from finsent.monitor_stage import (
-    MonitorClock,
-    MonitorStage,
-    event_time_of,
-    parse_scored,
-    windows_records,
-)
+from finsent.monitor_stage import MonitorClock, MonitorStage
+from finsent.scored_records import event_time_of, parse_scored
+from finsent.windows_sink import windows_records
 from model import TOPIC_LABELS
 from monitor import Headline, Monitor, MonitorConfig, WindowSnapshot
 
@@ -85,6 +81,43 @@ def test_a_checkpointed_clock_ahead_of_the_wall_is_capped_on_restore(tmp_path: P
     restored = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
     now = restored.clock.now()
     assert now == wall.now
+    assert volume(restored.evaluate(), "Energy | Oil", "1m") == 60
+
+
+def test_an_idle_stage_saves_only_its_clock_and_a_restart_keeps_the_idle_time(tmp_path: Path) -> None:
+    config = stage_config(tmp_path, checkpoint_interval="10")
+    wall, elapsed = FakeWall(1_767_225_700.0), FakeWall()
+    stage = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
+    for index in range(60):
+        stage.handle(Record(scored(id=f"e{index}", published_at=f"2026-01-01T00:00:{index:02d}Z"), index))
+    elapsed.now += 10
+    stage.tick()  # new records: the whole state is saved
+    state_file = tmp_path / "state" / "monitor.json"
+    saved = state_file.read_bytes()
+    assert stage.checkpoints._value.get() == 1
+    for _ in range(30):  # five idle minutes
+        wall.now += 10
+        elapsed.now += 10
+        stage.tick()
+    # Idle, only the clock moved: monitor.json (tens of MB with a full dedupe memory) is not rewritten.
+    assert state_file.read_bytes() == saved and stage.checkpoints._value.get() == 1
+    idle_clock = stage.clock.now()
+    assert idle_clock is not None and idle_clock >= 1_767_225_659.0 + 300
+    restored = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
+    assert restored.clock.now() == idle_clock
+    assert volume(restored.evaluate(), "Energy | Oil", "1m") == 0  # the idle time expired the window
+
+
+def test_a_damaged_idle_clock_file_only_loses_the_idle_time(tmp_path: Path) -> None:
+    config = stage_config(tmp_path)
+    wall, elapsed = FakeWall(1_767_225_700.0), FakeWall()
+    stage = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
+    for index in range(60):
+        stage.handle(Record(scored(id=f"e{index}", published_at=f"2026-01-01T00:00:{index:02d}Z"), index))
+    stage.checkpoint()
+    (tmp_path / "state" / "monitor.clock.json").write_text("{not json")
+    restored = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
+    assert restored.clock.now() == stage.clock.now()
     assert volume(restored.evaluate(), "Energy | Oil", "1m") == 60
 
 

@@ -184,13 +184,10 @@ def rate(metric: str, extra: str = "") -> str:
     return f"rate({selector}[$__rate_interval])"
 
 
-def build() -> dict[str, Any]:
-    """The whole dashboard as a dict."""
-    layout = Layout()
-    panels: list[dict[str, Any]] = []
-
-    panels.append(row(layout, "Service"))
-    panels.append(
+def service_row(layout: Layout) -> list[dict[str, Any]]:
+    """Row "Service": stat panels for throughput, lag, DLQ share, alerts, replicas and model."""
+    return [
+        row(layout, "Service"),
         panel(
             layout,
             "stat",
@@ -201,9 +198,7 @@ def build() -> dict[str, Any]:
             height=4,
             description="Scored messages per second, all classify replicas.",
             options=stat_options(),
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "stat",
@@ -216,9 +211,7 @@ def build() -> dict[str, Any]:
             "replica that lost a partition keeps its last value until it restarts).",
             steps=thresholds((LAG_WARN, "orange"), (LAG_CRIT, "red")),
             options=stat_options(),
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "stat",
@@ -236,9 +229,7 @@ def build() -> dict[str, Any]:
             steps=thresholds((DLQ_RATIO_CRIT / 5, "orange"), (DLQ_RATIO_CRIT, "red")),
             options=stat_options(),
             decimals=2,
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "stat",
@@ -250,9 +241,7 @@ def build() -> dict[str, Any]:
             description="Alerts finsent's own rules hold in state firing.",
             steps=thresholds((1, "red")),
             options=stat_options(),
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "stat",
@@ -267,9 +256,7 @@ def build() -> dict[str, Any]:
                 "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}],
             },
             options=stat_options(),
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "stat",
@@ -287,31 +274,36 @@ def build() -> dict[str, Any]:
             description="Model version, ONNX variant and execution provider; one line per distinct "
             "combination (two lines during a rollout).",
             options=stat_options("name"),
-        )
+        ),
+    ]
+
+
+def negative_rate_panel(layout: Layout, window: str) -> dict[str, Any]:
+    """One window's negative rate per topic, with the topic baselines dashed."""
+    return panel(
+        layout,
+        "timeseries",
+        f"Negative rate, {window} window, with baseline",
+        [
+            target(f'finsent_negative_rate{{{TOPIC}, window="{window}"}}', "{{news_topic}}"),
+            target(f"finsent_negative_rate_baseline{{{TOPIC}}}", "{{news_topic}} baseline"),
+        ],
+        unit="percentunit",
+        width=8,
+        minimum=0,
+        maximum=1,
+        description=f"Monitor gauge: share of messages labelled negative in the last {window} of event "
+        "time (each message id once); dashed: the topic's exponentially weighted baseline.",
+        steps=thresholds((NEGATIVE_RATE_WARN, "orange"), (NEGATIVE_RATE_CRIT, "red")),
+        overrides=[dashed(".* baseline$")],
     )
 
-    panels.append(row(layout, "Negative rate per topic"))
-    for window in WINDOWS:
-        panels.append(
-            panel(
-                layout,
-                "timeseries",
-                f"Negative rate, {window} window, with baseline",
-                [
-                    target(f'finsent_negative_rate{{{TOPIC}, window="{window}"}}', "{{news_topic}}"),
-                    target(f"finsent_negative_rate_baseline{{{TOPIC}}}", "{{news_topic}} baseline"),
-                ],
-                unit="percentunit",
-                width=8,
-                minimum=0,
-                maximum=1,
-                description=f"Monitor gauge: share of messages labelled negative in the last {window} of event "
-                "time (each message id once); dashed: the topic's exponentially weighted baseline.",
-                steps=thresholds((NEGATIVE_RATE_WARN, "orange"), (NEGATIVE_RATE_CRIT, "red")),
-                overrides=[dashed(".* baseline$")],
-            )
-        )
-    panels.append(
+
+def negative_rate_row(layout: Layout) -> list[dict[str, Any]]:
+    """Row "Negative rate per topic": each window's rate and baseline, volume, surge, recording rules."""
+    return [
+        row(layout, "Negative rate per topic"),
+        *(negative_rate_panel(layout, window) for window in WINDOWS),
         panel(
             layout,
             "timeseries",
@@ -321,9 +313,7 @@ def build() -> dict[str, Any]:
             width=8,
             minimum=0,
             description="Messages per topic in the selected window (the volume behind each rate).",
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "timeseries",
@@ -334,9 +324,7 @@ def build() -> dict[str, Any]:
             description="One-sided binomial z of the window's negative rate against the topic baseline "
             "(no value below the minimum volume or before the baseline has enough samples).",
             steps=thresholds((SURGE_WARN, "orange"), (SURGE_CRIT, "red")),
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "timeseries",
@@ -352,11 +340,14 @@ def build() -> dict[str, Any]:
             description="Prometheus recording rules: negative share of scored-message counter rates summed "
             "over every classify replica (processing time, no dedupe).",
             steps=thresholds((NEGATIVE_RATE_WARN, "orange"), (NEGATIVE_RATE_CRIT, "red")),
-        )
-    )
+        ),
+    ]
 
-    panels.append(row(layout, "Alerts"))
-    panels.append(
+
+def alerts_row(layout: Layout) -> list[dict[str, Any]]:
+    """Row "Alerts": the active alerts and the delivery of their notifications."""
+    return [
+        row(layout, "Alerts"),
         panel(
             layout,
             "table",
@@ -375,9 +366,7 @@ def build() -> dict[str, Any]:
             transformations=[
                 {"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}},
             ],
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "timeseries",
@@ -394,11 +383,14 @@ def build() -> dict[str, Any]:
             minimum=0,
             description="Deliveries per second by channel and outcome, and the outbox backlog "
             "(notifications not yet delivered).",
-        )
-    )
+        ),
+    ]
 
-    panels.append(row(layout, "Pipeline"))
-    panels.append(
+
+def pipeline_row(layout: Layout) -> list[dict[str, Any]]:
+    """Row "Pipeline": throughput, latency, lag, dead letters, batching and stream errors."""
+    return [
+        row(layout, "Pipeline"),
         panel(
             layout,
             "timeseries",
@@ -414,9 +406,7 @@ def build() -> dict[str, Any]:
             width=12,
             minimum=0,
             description="Records consumed and scored per second (all replicas) and scored per topic.",
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "timeseries",
@@ -440,9 +430,7 @@ def build() -> dict[str, Any]:
             description="Input record's Kafka timestamp to the scored record's acknowledgement, all "
             "replicas; and model time per micro-batch.",
             steps=thresholds((LATENCY_P99_WARN, "orange"), (LATENCY_P99_CRIT, "red")),
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "timeseries",
@@ -457,9 +445,7 @@ def build() -> dict[str, Any]:
             width=12,
             minimum=0,
             steps=thresholds((LAG_WARN, "orange"), (LAG_CRIT, "red")),
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "timeseries",
@@ -474,9 +460,7 @@ def build() -> dict[str, Any]:
             width=12,
             minimum=0,
             description="Records sent to the DLQ per second, by reason.",
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "timeseries",
@@ -494,9 +478,7 @@ def build() -> dict[str, Any]:
             minimum=0,
             description="Micro-batch size, messages waiting for a batch, replicas pausing fetch for "
             "backpressure.",
-        )
-    )
-    panels.append(
+        ),
         panel(
             layout,
             "timeseries",
@@ -510,9 +492,62 @@ def build() -> dict[str, Any]:
             minimum=0,
             description="Scored messages the monitor applied, dropped as duplicates or late; recoverable "
             "stream errors by kind.",
-        )
-    )
+        ),
+    ]
 
+
+def variables() -> list[dict[str, Any]]:
+    """The dashboard's variables: data source, topic (multi-select) and window."""
+    return [
+        {
+            "name": "datasource",
+            "label": "Data source",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {"selected": True, "text": "Prometheus", "value": "prometheus"},
+            "hide": 0,
+        },
+        {
+            "name": "topic",
+            "label": "Topic",
+            "type": "query",
+            "datasource": DATASOURCE,
+            "definition": "label_values(finsent_messages_scored_total, news_topic)",
+            "query": {
+                "query": "label_values(finsent_messages_scored_total, news_topic)",
+                "refId": "topics",
+            },
+            "refresh": 2,
+            "sort": 1,
+            "multi": True,
+            "includeAll": True,
+            "allValue": ".*",
+            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+            "hide": 0,
+        },
+        {
+            "name": "window",
+            "label": "Window",
+            "type": "custom",
+            "query": ",".join(WINDOWS),
+            "options": [{"selected": window == "15m", "text": window, "value": window} for window in WINDOWS],
+            "current": {"selected": True, "text": "15m", "value": "15m"},
+            "multi": False,
+            "includeAll": False,
+            "hide": 0,
+        },
+    ]
+
+
+def build() -> dict[str, Any]:
+    """The whole dashboard as a dict."""
+    layout = Layout()
+    panels = [
+        *service_row(layout),
+        *negative_rate_row(layout),
+        *alerts_row(layout),
+        *pipeline_row(layout),
+    ]
     return {
         "uid": UID,
         "title": "finsent: news sentiment",
@@ -527,49 +562,7 @@ def build() -> dict[str, Any]:
         "time": {"from": "now-1h", "to": "now"},
         "annotations": {"list": []},
         "links": [],
-        "templating": {
-            "list": [
-                {
-                    "name": "datasource",
-                    "label": "Data source",
-                    "type": "datasource",
-                    "query": "prometheus",
-                    "current": {"selected": True, "text": "Prometheus", "value": "prometheus"},
-                    "hide": 0,
-                },
-                {
-                    "name": "topic",
-                    "label": "Topic",
-                    "type": "query",
-                    "datasource": DATASOURCE,
-                    "definition": "label_values(finsent_messages_scored_total, news_topic)",
-                    "query": {
-                        "query": "label_values(finsent_messages_scored_total, news_topic)",
-                        "refId": "topics",
-                    },
-                    "refresh": 2,
-                    "sort": 1,
-                    "multi": True,
-                    "includeAll": True,
-                    "allValue": ".*",
-                    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-                    "hide": 0,
-                },
-                {
-                    "name": "window",
-                    "label": "Window",
-                    "type": "custom",
-                    "query": ",".join(WINDOWS),
-                    "options": [
-                        {"selected": window == "15m", "text": window, "value": window} for window in WINDOWS
-                    ],
-                    "current": {"selected": True, "text": "15m", "value": "15m"},
-                    "multi": False,
-                    "includeAll": False,
-                    "hide": 0,
-                },
-            ]
-        },
+        "templating": {"list": variables()},
         "panels": panels,
     }
 

@@ -6,8 +6,8 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
+from finsent.commands.common import Subparsers
 from finsent.errors import UsageError
 
 BENCHMARKS = {
@@ -24,7 +24,7 @@ def bench_dir() -> Path:
     return folder
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the bench subcommand."""
     parser = subparsers.add_parser(
         "bench",

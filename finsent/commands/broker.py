@@ -7,13 +7,13 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any
 
 from finsent.broker import FINSENT_TOPICS, BrokerError, EmbeddedBroker, port_open
+from finsent.commands.common import Subparsers
 from finsent.errors import UsageError
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the broker subcommand."""
     parser = subparsers.add_parser(
         "broker",

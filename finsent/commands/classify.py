@@ -9,7 +9,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from finsent.commands.common import add_engine_arguments, engine_from_args
+from finsent.commands.common import Subparsers, add_engine_arguments, engine_from_args
 from finsent.tables import check_table_output, load_table, row_texts, write_table
 from model import SENTIMENT_LABELS, Engine
 
@@ -17,7 +17,7 @@ CHUNK_ROWS = 512
 OUTPUT_COLUMNS = ("topic", "topic_score", "sentiment", *(f"p_{name}" for name in SENTIMENT_LABELS))
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the classify subcommand."""
     parser = subparsers.add_parser(
         "classify",

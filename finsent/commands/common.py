@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TypeAlias
 
 from finsent.errors import UsageError, first_line
 from model import DEFAULT_MODEL_DIR, Engine, ModelIntegrityError
 from model.tokenization import MIN_MAX_TOKENS
 
-Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
+# What every command module's register() receives; a string: argparse's class is not subscriptable at runtime.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,18 +19,17 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from finsent.broker import BrokerError, EmbeddedBroker
+from finsent.commands.common import Subparsers
 from finsent.commands.run import configure_logging
 from finsent.errors import UsageError
-from finsent.live_table import TopicStats, render
+from finsent.live_view import show
 from finsent.replay import (
     MAX_RATE,
     MIN_RATE,
@@ -45,7 +44,6 @@ DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
 BUNDLED_STREAM = "surge_stream.csv"
 DEFAULT_RULES = DEMO_DIR / "rules.yaml"
 DEFAULT_WEBHOOK_SECRET = "finsent-demo-secret"
-CLEAR = "\x1b[H\x1b[2J"
 # Short windows and buckets so the demo shows a surge within a minute (production: 5m/15m/1h, 10 s).
 DEMO_MONITOR = [
     "--windows",
@@ -75,7 +73,7 @@ def bundled_stream() -> Path:
     return path
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the demo subcommand."""
     parser = subparsers.add_parser(
         "demo",
@@ -120,17 +118,6 @@ def register(subparsers: Any) -> None:
 def _live_terminal() -> bool:
     ci = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
     return sys.stdout.isatty() and not ci
-
-
-def _topic_consumer(bootstrap: str, topics: list[str]) -> Any:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000)
-    assignment = []
-    for topic in topics:
-        partitions = consumer.partitions_for_topic(topic) or {0}
-        assignment += [TopicPartition(topic, p) for p in sorted(partitions)]
-    consumer.assign(assignment)
-    consumer.seek_to_beginning()
-    return consumer
 
 
 def write_subscriptions(path: Path, webhook_url: str | None, webhook_secret: str | None) -> None:
@@ -241,7 +228,7 @@ def _serve(
         flush=True,
     )
     live = _live_terminal()
-    _show(service, broker.bootstrap, args.duration, args.refresh or (1.0 if live else 5.0), live)
+    show(service, broker.bootstrap, args.duration, args.refresh or (1.0 if live else 5.0), live)
 
 
 def _feed(bootstrap: str, headlines: list[Headline], rate: float, stop: threading.Event) -> None:
@@ -269,96 +256,3 @@ def _stop_service(service: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             service.kill()
             service.wait()
-
-
-@dataclass
-class AlertBoard:
-    """Alerts read back from the `alerts` topic: what fires now, and the latest transitions."""
-
-    firing: dict[str, dict[str, Any]] = field(default_factory=dict)
-    history: list[str] = field(default_factory=list)
-    fired: int = 0
-    resolved: int = 0
-    seen: set[str] = field(default_factory=set)
-
-    def add(self, event: dict[str, Any]) -> None:
-        """Apply one alert event (an idempotency key seen before is ignored)."""
-        key = str(event.get("notification_key"))
-        if key in self.seen:
-            return
-        self.seen.add(key)
-        fingerprint = str(event.get("fingerprint"))
-        when = _clock(event.get("ends_at") or event.get("starts_at"))
-        line = f"{when} {event.get('status', '?'):8} {event.get('rule')} on {event.get('topic')}"
-        line += f": {event.get('annotations', {}).get('summary', '')}"
-        if event.get("status") == "firing":
-            self.firing[fingerprint] = event
-            if not event.get("repeat"):
-                self.fired += 1
-        else:
-            self.firing.pop(fingerprint, None)
-            self.resolved += 1
-        self.history = [*self.history, line][-6:]
-
-    def render(self) -> str:
-        """The alert section of the table."""
-        lines = [f"alerts: {len(self.firing)} firing ({self.fired} fired, {self.resolved} resolved so far)"]
-        for event in self.firing.values():
-            lines.append(
-                f"  FIRING  [{event.get('severity')}] {event.get('rule')} on {event.get('topic')} "
-                f"since {_clock(event.get('starts_at'))}: {event.get('annotations', {}).get('summary', '')}"
-            )
-        if self.history:
-            lines.append("recent:")
-            lines += [f"  {line}" for line in self.history]
-        return "\n".join(lines)
-
-
-def _clock(epoch: Any) -> str:
-    try:
-        return datetime.fromtimestamp(float(epoch)).strftime("%H:%M:%S")
-    except (TypeError, ValueError, OverflowError, OSError):
-        return "--:--:--"
-
-
-def _show(
-    service: subprocess.Popen[bytes], bootstrap: str, duration: float | None, refresh: float, live: bool
-) -> None:
-    consumer = _topic_consumer(bootstrap, ["news.scored", "alerts"])
-    stats = TopicStats()
-    board = AlertBoard()
-    started = time.monotonic()
-    next_draw = started + refresh
-    try:
-        while duration is None or time.monotonic() - started < duration:
-            if service.poll() is not None:
-                raise UsageError(
-                    f"the service exited with code {service.returncode} (see its messages above)"
-                )
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    try:
-                        value = json.loads(record.value)
-                    except (TypeError, ValueError):
-                        continue
-                    if record.topic == "alerts":
-                        board.add(value)
-                    else:
-                        stats.add(value)
-            now = time.monotonic()
-            if now >= next_draw:
-                next_draw = now + refresh
-                _draw(stats, board, now - started, live)
-        _draw(stats, board, time.monotonic() - started, live)
-    finally:
-        consumer.close()
-
-
-def _draw(stats: TopicStats, board: AlertBoard, elapsed: float, live: bool) -> None:
-    title = f"finsent demo: {stats.total} scored in {elapsed:.0f}s ({stats.total / max(elapsed, 1e-9):.1f}/s)"
-    table = render(stats, title) + "\n\n" + board.render()
-    if live:
-        sys.stdout.write(CLEAR + table + "\n(Ctrl-C to stop)\n")
-    else:
-        sys.stdout.write(table + "\n\n")
-    sys.stdout.flush()

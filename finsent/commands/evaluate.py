@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from finsent.commands.common import add_engine_arguments, engine_from_args
+from finsent.commands.common import Subparsers, add_engine_arguments, engine_from_args
 from finsent.errors import UsageError
 from finsent.tables import Table, check_output_path, load_table, replacing, row_texts
 from model import SENTIMENT_LABELS, TOPIC_LABELS
@@ -19,7 +19,7 @@ from model.labels import sentiment_from_dataset, sentiment_index, topic_from_dat
 from model.metrics import classification_report, format_report
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the evaluate subcommand."""
     parser = subparsers.add_parser(
         "evaluate",

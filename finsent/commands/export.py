@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         from model.card import CARD_FILE, training_commands
         from model.data import splits_of_run
-        from model.export import ParityError, ShipDirError, check_ship_dir, evaluate_variant, export, ship
+        from model.export import ParityError, evaluate_variant, export
+        from model.ship import ShipDirError, check_ship_dir, ship
     except ImportError as error:
         raise UsageError(f"export needs the 'train' extra (pip install -e '.[train]'): {error}") from None
 

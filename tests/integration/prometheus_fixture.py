@@ -99,11 +99,11 @@ def metric_names(expr: str) -> set[str]:
 def exported_metric_names() -> set[str]:
     """Every series name finsent's registries can expose (service, monitor and alert metrics)."""
     from alerts.metrics import AlertMetrics
-    from finsent.metrics import ServiceMetrics
+    from finsent.metrics import ClassifyMetrics
     from monitor.metrics import MonitorMetrics
 
     registry = CollectorRegistry()
-    ServiceMetrics(registry)
+    ClassifyMetrics(registry)
     MonitorMetrics(registry)
     AlertMetrics(registry)
     suffixes = {

@@ -25,10 +25,10 @@ import pytest
 
 from alerts import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from finsent.broker import EmbeddedBroker, free_port
-from finsent.demo.make_surge_stream import CALM_HEADLINES, SURGE_HEADLINES, SURGE_TOPIC
+from finsent.demo.make_surge_stream import SURGE_HEADLINES
 from finsent.monitor_stage import CHECKPOINT_FILE
 from monitor import RateBaseline, load_checkpoint
-from tests.integration.conftest import ROOT, ServiceProcess, TopicReader
+from tests.integration.conftest import CALM_HEADLINES, ROOT, SURGE_TOPIC, ServiceProcess, TopicReader
 from tests.integration.test_alertmanager_push import alertmanager  # noqa: F401  (fixture: a real Alertmanager)
 from tests.integration.test_scale_out import metrics_url, samples
 

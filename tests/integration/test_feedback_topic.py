@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from finsent.broker import EmbeddedBroker
-from finsent.retraining import drain_labels
+from finsent.labels_topic import drain_labels
 from ingest import KafkaSettings
 from model.feedback import FeedbackStore
 from tests.integration.conftest import produce

@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 
 from finsent.broker import EmbeddedBroker
 from finsent.hotswap import EngineHolder, RegistryWatcher, holder_classifier
-from finsent.metrics import ServiceMetrics
+from finsent.metrics import ClassifyMetrics
 from model import Engine
 from model.registry import ModelRegistry
 from tests.integration.conftest import ROOT, ServiceProcess, TopicReader, model_dir, valid_message
@@ -158,7 +158,7 @@ def test_a_version_that_fails_to_load_is_counted_and_the_old_engine_keeps_servin
     root, first = two_version_registry
     registry = ModelRegistry(root)
     engine = Engine(registry.version_dir(first), device="cpu")
-    holder, metrics = EngineHolder(engine), ServiceMetrics()
+    holder, metrics = EngineHolder(engine), ClassifyMetrics()
     watcher = RegistryWatcher(registry, holder, lambda path: Engine(path, device="cpu"), metrics, interval=60)
     (registry.version_dir(SECOND) / "tokenizer.json").write_text("{}")  # corrupt after registration
     _point_at(root, SECOND)

@@ -17,7 +17,7 @@ import pytest
 from kafka import KafkaProducer
 
 from finsent.broker import EmbeddedBroker
-from finsent.metrics import ServiceMetrics
+from finsent.metrics import ClassifyMetrics
 from ingest import KafkaSettings, LoopSettings, StreamLoop
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ class Member:
             heartbeat_interval_ms=1000,
             max_poll_interval_ms=20000,
         )
-        self.metrics = ServiceMetrics()
+        self.metrics = ClassifyMetrics()
         self.loop = StreamLoop(LoopSettings(), kafka, slow_classifier, observer=self.metrics)
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
         self.thread.start()

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from finsent.broker import EmbeddedBroker, create_topics
-from finsent.demo.make_surge_stream import CALM_HEADLINES, SURGE_HEADLINES
-from tests.integration.conftest import ServiceProcess, produce, valid_message
+from finsent.demo.make_surge_stream import SURGE_HEADLINES
+from tests.integration.conftest import CALM_HEADLINES, ServiceProcess, produce, valid_message
 
 pytestmark = pytest.mark.integration
 

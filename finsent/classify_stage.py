@@ -1,4 +1,4 @@
-"""Wiring of the streaming service: model engine -> ingest loop, with metrics and health endpoints."""
+"""The classify stage: news.raw -> model engine (hot-swappable) -> news.scored / news.dlq, with its metrics."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from typing import Any, cast
 from prometheus_client import CollectorRegistry
 
 from finsent.config import ServiceConfig
+from finsent.drift_monitor import DriftMonitor
 from finsent.errors import UsageError
-from finsent.hotswap import DriftMonitor, EngineHolder, RegistryWatcher, holder_classifier
-from finsent.metrics import ServiceMetrics
-from ingest import Classifier, StreamLoop
+from finsent.hotswap import EngineHolder, RegistryWatcher, holder_classifier
+from finsent.metrics import ClassifyMetrics
+from ingest import StreamLoop
 from model import SENTIMENT_LABELS, TOPIC_LABELS, Engine, ModelIntegrityError
 from model.data import DEFAULT_DATA_DIR
 from model.registry import ModelRegistry, RegistryError
 
-log = logging.getLogger("finsent.pipeline")
+log = logging.getLogger("finsent.classify_stage")
 
 
 def load_engine(config: ServiceConfig, model_dir: Path | None = None) -> Engine:
@@ -38,12 +39,7 @@ def load_engine(config: ServiceConfig, model_dir: Path | None = None) -> Engine:
         raise UsageError(f"model_dir {model_dir}: {error}") from None
 
 
-def engine_classifier(engine: Engine) -> Classifier:
-    """Adapt Engine.predict to ingest's classifier contract (plain dicts, with the model version)."""
-    return holder_classifier(EngineHolder(engine))
-
-
-class Service:
+class ClassifyStage:
     """The classify stage: engine (hot-swappable), stream loop and its metrics; HTTP is the stage runner's."""
 
     def __init__(
@@ -66,7 +62,7 @@ class Service:
         self.engine = engine or load_engine(config)
         # Hot swap: the classifier reads the holder once per batch; the watcher replaces its engine.
         self.holder = EngineHolder(self.engine)
-        self.metrics = ServiceMetrics(registry)
+        self.metrics = ClassifyMetrics(registry)
         self.metrics.set_model(self.engine.version, self.engine.variant, self.engine.providers[0])
         self.metrics.declare_labels(TOPIC_LABELS, SENTIMENT_LABELS)
         self.drift = DriftMonitor(

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 from ingest import KafkaSettings, consumer_config
 from model.feedback import FeedbackStore, ValidationReport, validate_messages
 
-log = logging.getLogger("finsent.retraining")
+log = logging.getLogger("finsent.labels_topic")
 
 
 def labels_group(group_id: str) -> str:
