@@ -1,8 +1,10 @@
-"""Options and helpers shared by the subcommands that load the model."""
+"""Options and helpers shared by the subcommands: logging, and loading the model."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from pathlib import Path
 from typing import TypeAlias
 
@@ -12,6 +14,16 @@ from model.tokenization import MIN_MAX_TOKENS
 
 # What every command module's register() receives; a string: argparse's class is not subscriptable at runtime.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def configure_logging(level: str) -> None:
+    """One line per event on stderr; kafka-python's own chatter only from WARNING up."""
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, getattr(logging, level)))
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,8 +26,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from finsent.broker import BrokerError, EmbeddedBroker
-from finsent.commands.common import Subparsers
-from finsent.commands.run import configure_logging
+from finsent.commands.common import Subparsers, configure_logging
 from finsent.errors import UsageError
 from finsent.live_view import show
 from finsent.replay import (

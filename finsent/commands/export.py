@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from finsent.commands.common import Subparsers
 from finsent.errors import UsageError, check_folder_path
 
 SHIPPED_VARIANTS = ("int8",)
@@ -16,7 +17,7 @@ SHIPPED_VARIANTS = ("int8",)
 REPORT_CONFIG_KEYS = ("data_dir", "excluded_sources", "dev_percent", "seed", "max_tokens")
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the export subcommand."""
     parser = subparsers.add_parser(
         "export",

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from finsent.commands.run import configure_logging
+from finsent.commands.common import Subparsers, configure_logging
 from finsent.cron import crontab_trigger
 from finsent.errors import UsageError, check_folder_path
 from finsent.options import Option, add_option_flags, merge_settings
@@ -88,7 +88,7 @@ SETTINGS: tuple[Option, ...] = (
 )
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the retrain subcommand."""
     parser = subparsers.add_parser(
         "retrain",

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
-from finsent.commands.common import Subparsers
+from finsent.commands.common import Subparsers, configure_logging
 from finsent.config import add_config_arguments, config_from_args
 from finsent.stages import StageRunner
 
@@ -27,16 +26,6 @@ def register(subparsers: Subparsers) -> None:
     )
     add_config_arguments(parser)
     parser.set_defaults(handler=run)
-
-
-def configure_logging(level: str) -> None:
-    """One line per event on stderr; kafka-python's own chatter only from WARNING up."""
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, getattr(logging, level)))
 
 
 def run(args: argparse.Namespace) -> int:
