@@ -55,8 +55,7 @@ def test_a_wall_clock_step_does_not_move_the_monitor_clock(tmp_path: Path) -> No
     stage = MonitorStage(
         stage_config(tmp_path), CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed
     )
-    for index in range(60):
-        stage.handle(Record(scored(id=f"e{index}", published_at=f"2026-01-01T00:00:{index:02d}Z"), index))
+    handle_first_minute_of_2026(stage)
     before = stage.clock.now()
     assert before == 1_767_225_659.0
     wall.now += 86_400  # bad NTP or a resumed VM: the wall clock steps a day ahead ...
@@ -71,8 +70,7 @@ def test_a_checkpointed_clock_ahead_of_the_wall_is_capped_on_restore(tmp_path: P
     config = stage_config(tmp_path)
     wall, elapsed = FakeWall(1_767_225_659.0), FakeWall()
     stage = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
-    for index in range(60):
-        stage.handle(Record(scored(id=f"e{index}", published_at=f"2026-01-01T00:00:{index:02d}Z"), index))
+    handle_first_minute_of_2026(stage)
     stage.checkpoint()
     path = tmp_path / "state" / "monitor.json"
     state = json.loads(path.read_text())
@@ -88,8 +86,7 @@ def test_an_idle_stage_saves_only_its_clock_and_a_restart_keeps_the_idle_time(tm
     config = stage_config(tmp_path, checkpoint_interval="10")
     wall, elapsed = FakeWall(1_767_225_700.0), FakeWall()
     stage = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
-    for index in range(60):
-        stage.handle(Record(scored(id=f"e{index}", published_at=f"2026-01-01T00:00:{index:02d}Z"), index))
+    handle_first_minute_of_2026(stage)
     elapsed.now += 10
     stage.tick()  # new records: the whole state is saved
     state_file = tmp_path / "state" / "monitor.json"
@@ -112,8 +109,7 @@ def test_a_damaged_idle_clock_file_only_loses_the_idle_time(tmp_path: Path) -> N
     config = stage_config(tmp_path)
     wall, elapsed = FakeWall(1_767_225_700.0), FakeWall()
     stage = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
-    for index in range(60):
-        stage.handle(Record(scored(id=f"e{index}", published_at=f"2026-01-01T00:00:{index:02d}Z"), index))
+    handle_first_minute_of_2026(stage)
     stage.checkpoint()
     (tmp_path / "state" / "monitor.clock.json").write_text("{not json")
     restored = MonitorStage(config, CollectorRegistry(), sink=ListSink(), wall=wall, monotonic=elapsed)
@@ -129,6 +125,12 @@ def test_event_time_prefers_published_at_then_kafka_timestamp() -> None:
         event_time_of({"published_at": "2026-01-01T00:00:10"}, None)  # no offset
     with pytest.raises(ValueError):
         event_time_of({}, None)
+
+
+def handle_first_minute_of_2026(stage: MonitorStage) -> None:
+    """60 negative Energy | Oil records, one a second from 2026-01-01T00:00:00Z, at offsets 0-59."""
+    for index in range(60):
+        stage.handle(Record(scored(id=f"e{index}", published_at=f"2026-01-01T00:00:{index:02d}Z"), index))
 
 
 def scored(**overrides: object) -> bytes:
