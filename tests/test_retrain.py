@@ -12,7 +12,7 @@ from finsent.cli import main
 from model.registry import ModelRegistry
 
 pytest.importorskip("torch")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("torch-training")]
 
 # Few rows, short texts, a few dozen steps: the whole file runs in about a minute and a half.
 CI_ROWS, CI_TOKENS, CI_BATCH, CI_GOLD, CI_PARITY = 400, 32, 16, 300, 200

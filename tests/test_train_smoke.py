@@ -9,6 +9,8 @@ from finsent.cli import main
 
 pytest.importorskip("torch")
 
+pytestmark = pytest.mark.xdist_group("torch-training")
+
 
 def smoke_args(out: Path) -> list[str]:
     return ["train", "--out", str(out), "--max-rows", "48", "--epochs", "1", "--batch-size", "16"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import pytest
 
 _LOCK = threading.Lock()
 _UPDATED = False
+# Parallel test workers (pytest-xdist) are separate processes; apt-get refuses to run twice at once.
+_APT_LOCK_FILE = Path(tempfile.gettempdir()) / "finsent-tests-apt.lock"
 
 # binary name -> Debian package that ships it
 PACKAGES = {
@@ -43,27 +47,37 @@ def require_binary(binary: str) -> str:
 
     Skips the test with a loud reason only when the package truly cannot be installed here.
     """
-    global _UPDATED
     with _LOCK:
         found = _find(binary)
         if found:
             return found
-        package = PACKAGES[binary]
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            pytest.skip(
-                f"SKIPPED LOUDLY: {binary} missing and cannot install Debian package {package} (not root / no apt-get)"
-            )
-        if not _UPDATED:
-            _apt("update")
-            _UPDATED = True
-        result = _apt("install", "-y", "--no-install-recommends", package)
-        found = _find(binary)
-        if result.returncode != 0 or not found:
-            pytest.skip(
-                f"SKIPPED LOUDLY: apt-get install {package} failed (exit {result.returncode}): "
-                f"{(result.stderr or result.stdout).strip()[-400:]}"
-            )
-        # Debian starts the packaged daemons as services where an init system runs; tests start their own.
-        for service in ("prometheus", "prometheus-alertmanager", "prometheus-node-exporter"):
-            subprocess.run(["service", service, "stop"], capture_output=True, check=False)
+        with _APT_LOCK_FILE.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _install(binary)
+
+
+def _install(binary: str) -> str:
+    """apt-get install the package that ships binary; call with the apt lock held."""
+    global _UPDATED
+    found = _find(binary)  # another worker may have installed it while this one waited for the lock
+    if found:
         return found
+    package = PACKAGES[binary]
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip(
+            f"SKIPPED LOUDLY: {binary} missing and cannot install Debian package {package} (not root / no apt-get)"
+        )
+    if not _UPDATED:
+        _apt("update")
+        _UPDATED = True
+    result = _apt("install", "-y", "--no-install-recommends", package)
+    found = _find(binary)
+    if result.returncode != 0 or not found:
+        pytest.skip(
+            f"SKIPPED LOUDLY: apt-get install {package} failed (exit {result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()[-400:]}"
+        )
+    # Debian starts the packaged daemons as services where an init system runs; tests start their own.
+    for service in ("prometheus", "prometheus-alertmanager", "prometheus-node-exporter"):
+        subprocess.run(["service", service, "stop"], capture_output=True, check=False)
+    return found
