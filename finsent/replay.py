@@ -82,7 +82,10 @@ def paced(
             if rate:
                 delay = started + sent / rate - time.monotonic()
                 if delay > 0:
-                    time.sleep(delay)
+                    if stop is None:
+                        time.sleep(delay)
+                    elif stop.wait(delay):  # a stop wakes a slow replay at once
+                        return
             yield headline
             sent += 1
         if not loop:
@@ -110,6 +113,33 @@ def replay(
         if progress is not None:
             progress(1)
     return count
+
+
+@contextlib.contextmanager
+def stop_on_first_signal() -> Iterator[threading.Event]:
+    """Within the block the first Ctrl-C or SIGTERM sets the yielded event; the next raises KeyboardInterrupt.
+
+    A signal that raises can land in the middle of a client library's call: kafka-python's futures
+    take their lock without try/finally, so an interrupt inside `add_callback` left the lock held and
+    the producer's I/O thread blocked for good when it completed that record. The event lets the
+    caller stop between calls; the second signal is the way out of a call that blocks.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handle(_signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from finsent.replay import (
     check_rate,
     load_headlines,
     replay,
-    sigterm_as_interrupt,
+    stop_on_first_signal,
 )
 from ingest import producer_config, topic_name_problem
 
@@ -41,8 +41,9 @@ def register(subparsers: Subparsers) -> None:
         help="replay a CSV/JSONL of headlines into a Kafka topic",
         description="Send each row's 'text' (or 'headline') as a news.raw message with a fresh id and "
         "published_at = now. Shows a progress bar of the messages the broker acknowledged and prints the "
-        "final count. Ctrl-C or SIGTERM stops early and still reports the count; exits 1 when the broker "
-        "did not acknowledge every message sent.",
+        "final count. Ctrl-C or SIGTERM stops early, waits up to --flush-timeout for the acknowledgements "
+        "(a second Ctrl-C stops waiting) and still reports the count; exits 1 when the broker did not "
+        "acknowledge every message sent.",
     )
     parser.add_argument("--file", type=Path, required=True, help="CSV or JSONL with a text/headline column")
     parser.add_argument("--topic", default="news.raw", help="topic to write to (default news.raw)")
@@ -60,7 +61,7 @@ def register(subparsers: Subparsers) -> None:
         "--flush-timeout",
         type=float,
         default=DEFAULT_FLUSH_TIMEOUT,
-        help=f"seconds to wait at the end for the broker's acknowledgements (default {DEFAULT_FLUSH_TIMEOUT:g})",
+        help=f"seconds to wait in all at the end for the broker's acknowledgements (default {DEFAULT_FLUSH_TIMEOUT:g})",
     )
     parser.add_argument(
         "--bootstrap-servers", default=None, help="Kafka bootstrap servers (default: settings)"
@@ -77,22 +78,37 @@ class Delivery:
         self.acked = 0
         self.failed = 0
         self.error: str | None = None
-        self._lock = threading.Lock()
+        self._answered = threading.Condition()
 
     def track(self, future: Any) -> None:
         """Count a send's future when the broker acknowledges or refuses it."""
-        self.queued += 1
+        with self._answered:
+            self.queued += 1
         future.add_callback(self._acknowledged)
         future.add_errback(self._refused)
 
+    def wait_answered(self, timeout: float) -> bool:
+        """Wait at most `timeout` seconds in all for an answer to every queued message.
+
+        False when some are still unanswered then, or on a second Ctrl-C/SIGTERM. (kafka-python's
+        `flush(timeout)` applies the timeout to each pending batch in turn, so it can wait far longer.)
+        """
+        try:
+            with self._answered:
+                return self._answered.wait_for(lambda: self.acked + self.failed >= self.queued, timeout)
+        except KeyboardInterrupt:
+            return False
+
     def _acknowledged(self, _metadata: Any) -> None:
-        with self._lock:
+        with self._answered:
             self.acked += 1
+            self._answered.notify_all()
 
     def _refused(self, error: BaseException) -> None:
-        with self._lock:
+        with self._answered:
             self.failed += 1
             self.error = f"{type(error).__name__}: {error}"
+            self._answered.notify_all()
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -108,15 +124,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--flush-timeout must be more than 0 and at most {MAX_FLUSH_TIMEOUT:g}, got {timeout}"
         )
-
-
-def _drain(producer: KafkaProducer, timeout: float) -> bool:
-    """Wait for the broker's answer to every queued message; False when it did not come in time."""
-    try:
-        producer.flush(timeout=timeout)
-    except (KafkaError, KeyboardInterrupt):  # timed out, or a second Ctrl-C/SIGTERM: stop waiting
-        return False
-    return True
 
 
 def _close(producer: KafkaProducer, drained: bool) -> None:
@@ -138,8 +145,9 @@ def _send_all(
     producer: KafkaProducer,
     delivery: Delivery,
     bar: tqdm[Any],
+    stop: threading.Event,
 ) -> None:
-    """Replay the file until done, --count, Ctrl-C or SIGTERM, or a send the client refuses."""
+    """Replay the file until done, --count, `stop` (Ctrl-C or SIGTERM), or a send the client refuses."""
 
     def send(message: dict[str, Any]) -> None:
         value = json.dumps(message, ensure_ascii=False).encode("utf-8")
@@ -157,8 +165,9 @@ def _send_all(
             loop=args.loop,
             progress=progress,
             limit=args.count,
+            stop=stop,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C/SIGTERM, to get out of a send that blocks
         pass
     except KafkaError as error:
         delivery.error = f"{type(error).__name__}: {error}"
@@ -179,11 +188,11 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     delivery = Delivery()
     drained = False
-    with sigterm_as_interrupt():
+    with stop_on_first_signal() as stop:
         try:
             with tqdm(total=total, unit="msg", desc=f"produce {args.topic}", file=sys.stderr) as bar:
-                _send_all(args, headlines, producer, delivery, bar)
-                drained = _drain(producer, args.flush_timeout)
+                _send_all(args, headlines, producer, delivery, bar, stop)
+                drained = delivery.wait_answered(args.flush_timeout)
                 bar.update(delivery.acked - bar.n)
         finally:
             _close(producer, drained)
