@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -28,16 +29,21 @@ def _topic_consumer(bootstrap: str, topics: list[str]) -> Any:
 
 
 def show(
-    service: subprocess.Popen[bytes], bootstrap: str, duration: float | None, refresh: float, live: bool
+    service: subprocess.Popen[bytes],
+    bootstrap: str,
+    duration: float | None,
+    refresh: float,
+    live: bool,
+    stop: threading.Event,
 ) -> None:
-    """Redraw the table from news.scored and alerts until duration; UsageError if the service exits."""
+    """Redraw the table from news.scored and alerts until duration or stop; UsageError if the service exits."""
     consumer = _topic_consumer(bootstrap, ["news.scored", "alerts"])
     stats = TopicStats()
     board = AlertBoard()
     started = time.monotonic()
     next_draw = started + refresh
     try:
-        while duration is None or time.monotonic() - started < duration:
+        while not stop.is_set() and (duration is None or time.monotonic() - started < duration):
             if service.poll() is not None:
                 raise UsageError(
                     f"the service exited with code {service.returncode} (see its messages above)"

@@ -36,7 +36,7 @@ from finsent.replay import (
     check_rate,
     load_headlines,
     replay,
-    sigterm_as_interrupt,
+    stop_on_first_signal,
 )
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
@@ -160,13 +160,12 @@ def run(args: argparse.Namespace) -> int:
         subscriptions = work / "subscriptions.yaml"
         write_subscriptions(subscriptions, args.webhook_url, args.webhook_secret)
         broker = EmbeddedBroker()
-        stop = threading.Event()
         running = Running()
         # SIGTERM stops the demo as Ctrl-C does: feeder, service and broker are stopped, exit 0.
-        with sigterm_as_interrupt():
+        with stop_on_first_signal() as stop:
             try:
                 _serve(args, broker, _service_command(args, work, subscriptions), headlines, stop, running)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # a second Ctrl-C/SIGTERM (the first sets stop)
                 pass
             finally:
                 stop.set()
@@ -227,7 +226,7 @@ def _serve(
         flush=True,
     )
     live = _live_terminal()
-    show(service, broker.bootstrap, args.duration, args.refresh or (1.0 if live else 5.0), live)
+    show(service, broker.bootstrap, args.duration, args.refresh or (1.0 if live else 5.0), live, stop)
 
 
 def _feed(bootstrap: str, headlines: list[Headline], rate: float, stop: threading.Event) -> None:
