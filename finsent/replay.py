@@ -120,8 +120,8 @@ def stop_on_first_signal() -> Iterator[threading.Event]:
     """Within the block the first Ctrl-C or SIGTERM sets the yielded event; the next raises KeyboardInterrupt.
 
     A signal that raises can land in the middle of a client library's call: kafka-python's futures
-    take their lock without try/finally, so an interrupt inside `add_callback` left the lock held and
-    the producer's I/O thread blocked for good when it completed that record. The event lets the
+    take their lock without try/finally, so an interrupt inside `add_callback` can leave the lock held
+    and the producer's I/O thread blocked for good when it completes that record. The event lets the
     caller stop between calls; the second signal is the way out of a call that blocks.
     """
     stop = threading.Event()
