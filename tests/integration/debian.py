@@ -7,14 +7,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 
-_LOCK = threading.Lock()
 _UPDATED = False
-# Parallel test workers (pytest-xdist) are separate processes; apt-get refuses to run twice at once.
+# apt-get refuses to run twice at once, and parallel test workers (pytest-xdist) are separate
+# processes. The file lock also serialises threads: each open() is its own lock holder.
 _APT_LOCK_FILE = Path(tempfile.gettempdir()) / "finsent-tests-apt.lock"
 
 # binary name -> Debian package that ships it
@@ -47,13 +46,12 @@ def require_binary(binary: str) -> str:
 
     Skips the test with a loud reason only when the package truly cannot be installed here.
     """
-    with _LOCK:
-        found = _find(binary)
-        if found:
-            return found
-        with _APT_LOCK_FILE.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            return _install(binary)
+    found = _find(binary)
+    if found:
+        return found
+    with _APT_LOCK_FILE.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _install(binary)
 
 
 def _install(binary: str) -> str:
