@@ -55,9 +55,10 @@ class DedupeMemory:
 
     def to_state(self) -> dict[str, Any]:
         """JSON-serialisable state (the eviction count is per process and not kept)."""
+        # Ids stay in set order: sorting a million of them cost more than writing the file.
         return {
             "bucket_seconds": self.bucket_seconds,
-            "buckets": [[index, sorted(ids)] for index, ids in sorted(self._buckets.items())],
+            "buckets": [[index, list(ids)] for index, ids in sorted(self._buckets.items())],
         }
 
     @classmethod
