@@ -72,6 +72,7 @@ class ClassifyStage:
             config.drift_retrain_threshold,
             self.model_registry,
             DEFAULT_DATA_DIR,
+            request_cooldown=config.drift_request_cooldown,
         )
         self.drift.reset(self.engine)
         self.watcher: RegistryWatcher | None = None

@@ -128,6 +128,13 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "write a retrain request to the registry when a task's prediction drift (JS divergence) passes this",
     ),
+    Option(
+        "drift_request_cooldown",
+        float,
+        6 * 3600.0,
+        "least time between two retrain requests while the same model version serves",
+        duration=True,
+    ),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -184,6 +191,7 @@ class ServiceConfig:
     drift_window: int
     low_confidence_threshold: float
     drift_retrain_threshold: float | None
+    drift_request_cooldown: float
 
     def monitor_config(self) -> MonitorConfig:
         """The monitor core's settings; UsageError naming the field when they do not fit together."""

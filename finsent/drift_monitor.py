@@ -23,12 +23,10 @@ class DriftMonitor:
     """Feeds predictions into a DriftTracker, exports its gauges, and requests a retrain past a threshold.
 
     One request per serving version: after a request (or finding one already waiting), the next
-    needs a newly swapped-in version with a full window of its own, or REQUEST_COOLDOWN_SECONDS.
+    needs a newly swapped-in version with a full window of its own, or ``request_cooldown`` seconds.
     A run that rejects its challenger leaves the same model and the same drift; asking again at
     once would retrain back to back for as long as the drift lasts.
     """
-
-    REQUEST_COOLDOWN_SECONDS = 6 * 3600.0
 
     def __init__(
         self,
@@ -39,6 +37,7 @@ class DriftMonitor:
         registry: ModelRegistry | None = None,
         data_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        request_cooldown: float = 6 * 3600.0,
     ) -> None:
         self.metrics = metrics
         self.window = window
@@ -47,6 +46,7 @@ class DriftMonitor:
         self.registry = registry
         self.data_dir = data_dir
         self.clock = clock
+        self.request_cooldown = request_cooldown
         self._lock = threading.Lock()
         self.tracker = DriftTracker(None, window, low_confidence)
         self._requested_at: float | None = None  # when this serving version last asked for a retrain
@@ -113,7 +113,4 @@ class DriftMonitor:
 
     def _may_request(self) -> bool:
         with self._lock:
-            return (
-                self._requested_at is None
-                or self.clock() - self._requested_at >= self.REQUEST_COOLDOWN_SECONDS
-            )
+            return self._requested_at is None or self.clock() - self._requested_at >= self.request_cooldown

@@ -128,6 +128,7 @@ def test_drift_past_the_threshold_requests_one_retrain(tmp_path: Path) -> None:
         ({"registry": "r", "drift_retrain_threshold": "abc"}, "--drift-retrain-threshold: expected a number"),
         ({"registry": "r", "drift_retrain_threshold": "0.9"}, "drift_retrain_threshold: a JS divergence"),
         ({"drift_retrain_threshold": "0.1"}, "drift_retrain_threshold needs registry"),
+        ({"drift_request_cooldown": "-1"}, "--drift-request-cooldown: invalid duration '-1'"),
     ],
 )
 def test_hot_swap_and_drift_settings_are_validated(flags: dict[str, str], message: str) -> None:
@@ -137,15 +138,23 @@ def test_hot_swap_and_drift_settings_are_validated(flags: dict[str, str], messag
 
 def test_hot_swap_settings_defaults_and_values() -> None:
     config = load_config(
-        {"registry": "reg", "swap_poll_interval": "500ms", "drift_retrain_threshold": "0.2"}, environ={}
+        {
+            "registry": "reg",
+            "swap_poll_interval": "500ms",
+            "drift_retrain_threshold": "0.2",
+            "drift_request_cooldown": "30m",
+        },
+        environ={},
     )
     assert config.registry == Path("reg")
     assert config.swap_poll_interval == pytest.approx(0.5)
+    assert config.drift_request_cooldown == 1800.0
     assert config.drift_retrain_threshold == pytest.approx(0.2)
     at_most = load_config({"registry": "r", "drift_retrain_threshold": str(math.log(2))}, environ={})
     assert at_most.drift_retrain_threshold == pytest.approx(math.log(2))
     defaults = load_config({}, environ={})
     assert defaults.registry is None and defaults.swap_poll_interval == 5.0 and defaults.drift_window == 1000
+    assert defaults.drift_request_cooldown == 6 * 3600.0
 
 
 def test_persistent_drift_requests_once_per_serving_version_or_cooldown(tmp_path: Path) -> None:
@@ -153,7 +162,13 @@ def test_persistent_drift_requests_once_per_serving_version_or_cooldown(tmp_path
     metrics = ClassifyMetrics()
     now = [1000.0]
     drift = DriftMonitor(
-        metrics, window=10, low_confidence=0.5, threshold=0.2, registry=registry, clock=lambda: now[0]
+        metrics,
+        window=10,
+        low_confidence=0.5,
+        threshold=0.2,
+        registry=registry,
+        clock=lambda: now[0],
+        request_cooldown=1800.0,
     )
     engine = FakeEngine("v1", topic="Earnings")
     engine.manifest = {
@@ -167,7 +182,10 @@ def test_persistent_drift_requests_once_per_serving_version_or_cooldown(tmp_path
     for _ in range(20):
         classify(["x"] * 10)
     assert registry.pending_request() is None, "the same drift does not request run after run"
-    now[0] += DriftMonitor.REQUEST_COOLDOWN_SECONDS
+    now[0] += 1799.0
+    classify(["x"] * 10)
+    assert registry.pending_request() is None, "not before the cooldown is over"
+    now[0] += 1.0
     classify(["x"] * 10)
     assert registry.pending_request() is not None, "the cooldown is over: drift that persists asks again"
     registry.clear_request()
