@@ -49,11 +49,22 @@ class Option:
     @property
     def help_text(self) -> str:
         """The --help line: help, default and variable."""
-        if self.default is not None:
+        if self.duration and self.default is not None:
+            default = _duration_text(self.default)
+        elif self.default is not None:
             default = str(self.default)
         else:
             default = "none" if self.shown_default is None else self.shown_default
         return f"{self.help} (default: {default}; env {self.env})"
+
+
+def _duration_text(seconds: float) -> str:
+    """A default time span as the flags take it: 21600 -> "6h", 90 -> "90s", 0.5 -> "0.5s"."""
+    if seconds >= 60 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
 
 
 def add_option_flags(parser: argparse.ArgumentParser, options: Iterable[Option]) -> None:

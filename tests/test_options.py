@@ -10,6 +10,7 @@ import pytest
 
 from finsent.errors import UsageError
 from finsent.options import Option, add_option_flags, convert, merge_settings
+from monitor import parse_duration
 
 RATE = Option("rate", float, 1.0, "a rate", above=0, maximum=10)
 COUNT = Option("count", int, None, "a count", minimum=2)
@@ -86,3 +87,12 @@ def test_flags_show_default_and_variable_and_switches_take_no_value() -> None:
     assert (args.dry_run, args.rate, args.output) == (True, "4", None)
     assert OUTPUT.help_text == "where to write (default: out/; env FINSENT_OUTPUT)"
     assert COUNT.help_text == "a count (default: none; env FINSENT_COUNT)"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(21600.0, "6h"), (120.0, "2m"), (90.0, "90s"), (5.0, "5s"), (0.5, "0.5s")]
+)
+def test_help_shows_a_duration_default_as_the_flag_takes_it(seconds: float, shown: str) -> None:
+    option = Option("span", float, seconds, "a time span", duration=True)
+    assert f"(default: {shown}; env FINSENT_SPAN)" in option.help_text
+    assert parse_duration(shown) == seconds
