@@ -88,7 +88,7 @@ def _stage_lines(stage: dict[str, Any], title: str) -> list[str]:
         f"max {config['max_tokens']} tokens, URLs stripped, cashtags dropped from "
         f"{config['cashtag_drop']:.0%} of training rows at random. {teacher}{_train_only(config)}{_order_seed(config)}"
         f"{stage['steps']} steps in {stage['train_seconds'] / 60:.1f} min on "
-        f"{stage['environment']['threads']} CPU threads (torch {stage['environment']['torch']}).",
+        f"{_hardware(stage['environment'])} (torch {stage['environment']['torch']}).",
         "",
         "| epoch | topic acc | topic macro-F1 | sentiment acc | sentiment macro-F1 |",
         "|---:|---:|---:|---:|---:|",
@@ -106,6 +106,16 @@ def _train_only(config: dict[str, Any]) -> str:
     if not sources:
         return ""
     return f"Trained on, but kept out of dev (dev rows of it dropped): {', '.join(sources)}. "
+
+
+def _hardware(environment: dict[str, Any]) -> str:
+    """Where a run trained: its GPU, or its CPU threads (runs before the device was recorded: CPU)."""
+    device = environment.get("device", "cpu")
+    return (
+        f"{device.removeprefix('cuda: ')} (CUDA)"
+        if device != "cpu"
+        else f"{environment['threads']} CPU threads"
+    )
 
 
 def _layer_decay(config: dict[str, Any]) -> str:

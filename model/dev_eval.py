@@ -21,15 +21,16 @@ def predict_logits(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Both heads' logits for pre-tokenised texts, in input order."""
     network.eval()
+    device = next(network.parameters()).device
     topic = np.zeros((len(token_ids), len(TOPIC_LABELS)), dtype=np.float32)
     sentiment = np.zeros((len(token_ids), len(SENTIMENT_LABELS)), dtype=np.float32)
     for batch in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
         input_ids, attention_mask = pad_batch([token_ids[i] for i in batch])
         topic_logits, sentiment_logits = network(
-            torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+            torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device)
         )
-        topic[batch] = topic_logits.numpy()
-        sentiment[batch] = sentiment_logits.numpy()
+        topic[batch] = topic_logits.cpu().numpy()
+        sentiment[batch] = sentiment_logits.cpu().numpy()
     return topic, sentiment
 
 

@@ -34,6 +34,8 @@ from model.tokenization import TOKENIZER_FILE, encode_texts, load_tokenizer
 from model.train_config import TrainConfig, TrainSetupError
 from model.train_rows import drop_cashtags, fill_with_teacher, label_distribution, select_rows, shuffle_labels
 
+DEVICES = ("auto", "cpu", "cuda")
+
 
 @dataclass
 class _EncodedRows:
@@ -61,6 +63,11 @@ def base_tokenizer(base_dir: Path, max_tokens: int) -> Tokenizer:
     return backend
 
 
+def _device_name(device: torch.device) -> str:
+    """'cpu', or the GPU's name as CUDA reports it."""
+    return "cpu" if device.type == "cpu" else f"cuda: {torch.cuda.get_device_name(device)}"
+
+
 def _format_seconds(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}m{secs:02d}s"
@@ -78,10 +85,25 @@ def preflight(config: TrainConfig) -> None:
         )
 
 
-def train(config: TrainConfig, log: Callable[[str], None] = log_to_stderr) -> dict[str, Any]:
-    """Fine-tune, calibrate on dev, save the checkpoint and return the training report."""
+def training_device(requested: str = "auto") -> torch.device:
+    """cuda when asked, or (auto) when PyTorch sees a usable GPU, else cpu; TrainSetupError for cuda without one."""
+    if requested not in DEVICES:
+        raise TrainSetupError(f"--device must be one of {', '.join(DEVICES)}, got {requested!r}")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise TrainSetupError(f"--device cuda: PyTorch {torch.__version__} ({build}) sees no usable GPU")
+    return torch.device("cuda")
+
+
+def train(
+    config: TrainConfig, log: Callable[[str], None] = log_to_stderr, device: str = "auto"
+) -> dict[str, Any]:
+    """Fine-tune on ``device`` (auto: a CUDA GPU when usable), calibrate on dev, save, return the report."""
     started = time.time()
     preflight(config)
+    where = training_device(device)
     set_seeds(config.seed)
     train_rows, dev_rows, extra_counts = select_rows(config, log)
     if train_rows.empty or dev_rows.empty:
@@ -111,6 +133,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_to_stderr) -> di
         network = load_checkpoint(config.base_dir)
     else:
         network = MultiTaskClassifier.from_base(config.base_dir)
+    network.to(where)
+    log(f"device: {_device_name(where)}")
     train_started = time.time()
     steps, history = _fine_tune(network, config, train_rows, encoded, dev_rows, log)
     train_seconds = time.time() - train_started
@@ -121,7 +145,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_to_stderr) -> di
         f"{uncalibrated['topic']['ece']:.4f} -> {calibrated['topic']['ece']:.4f}, sentiment "
         f"{uncalibrated['sentiment']['ece']:.4f} -> {calibrated['sentiment']['ece']:.4f}"
     )
-    checkpoint_dir = save_checkpoint(network, tokenizer, config.out_dir)
+    checkpoint_dir = save_checkpoint(network.cpu(), tokenizer, config.out_dir)
     report = {
         "config": config.as_json(),
         "data": {
@@ -148,6 +172,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = log_to_stderr) -> di
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "machine": platform.machine(),
+            "device": _device_name(where),
         },
     }
     (config.out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
@@ -225,9 +250,11 @@ def _train_step(
     sentiment_weight: float,
 ) -> float:
     """Forward and backward pass of one batch, gradients clipped to norm 1; returns the loss."""
-    input_ids, attention_mask = pad_batch(sequences)
-    topic_logits, sentiment_logits = network(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
-    loss = multitask_loss(topic_logits, sentiment_logits, labels[0], labels[1], sentiment_weight)
+    device = next(network.parameters()).device
+    input_ids, attention_mask = (torch.from_numpy(array).to(device) for array in pad_batch(sequences))
+    topic_logits, sentiment_logits = network(input_ids, attention_mask)
+    topic_labels, sentiment_labels = (tensor.to(device) for tensor in labels)
+    loss = multitask_loss(topic_logits, sentiment_logits, topic_labels, sentiment_labels, sentiment_weight)
     network.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)

@@ -116,3 +116,14 @@ def test_shipped_manifest_carries_the_drift_reference() -> None:
     assert reference is not None
     assert len(reference["topic"]) == 20 and len(reference["sentiment"]) == 3
     assert min(reference["topic"]) > 0 and min(reference["sentiment"]) > 0
+
+
+def test_card_says_where_each_stage_trained() -> None:
+    manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
+    commands = "\n".join(training_commands(manifest["training"]))
+    # The shipped runs predate the recorded device: they trained on the CPU.
+    assert "min on 2 CPU threads (torch 2.13.0" in render_card(manifest, commands)
+    for stage in manifest["training"]["earlier_stages"]:
+        stage["environment"]["device"] = "cuda: NVIDIA H100 80GB HBM3"
+    card = render_card(manifest, commands)
+    assert "min on NVIDIA H100 80GB HBM3 (CUDA) (torch 2.13.0" in card and "CPU threads" not in card

@@ -7,7 +7,7 @@ import pytest
 
 from finsent.cli import main
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.xdist_group("torch-training")
 
@@ -28,6 +28,7 @@ def test_train_a_few_steps_writes_checkpoint_and_report(tmp_path: Path) -> None:
     assert set(report["dev"]) == {"topic", "sentiment"}
     assert (out / "checkpoint" / "model.pt").stat().st_size > 1_000_000
     assert (out / "checkpoint" / "tokenizer.json").is_file()
+    assert report["environment"]["device"] == "cpu"  # --device auto on a machine without a GPU
 
     from model.checkpoint import load_checkpoint
 
@@ -115,3 +116,25 @@ def test_train_only_source_must_be_an_excluded_one(
 ) -> None:
     assert main(["train", "--out", str(tmp_path), "--train-only-source", "twitter_topic_train.csv"]) == 2
     assert "--train-only-source twitter_topic_train.csv: not an excluded source" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is usable here")
+def test_train_on_cuda_without_a_gpu_stops_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--out", str(tmp_path / "out"), "--device", "cuda"]) == 2
+    assert "--device cuda: PyTorch" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_auto_trains_on_a_gpu_when_pytorch_sees_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.train import training_device
+    from model.train_config import TrainSetupError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training_device("auto").type == "cuda" and training_device("cuda").type == "cuda"
+    assert training_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_device("auto").type == "cpu"
+    with pytest.raises(TrainSetupError, match="--device must be one of auto, cpu, cuda"):
+        training_device("gpu")

@@ -69,6 +69,13 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--max-rows", type=int, default=None, help="use at most this many train and dev rows (smoke runs)"
     )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to train (auto: a CUDA GPU when PyTorch sees one, else the CPU; cuda: fails "
+        "without one). A GPU run is fast but not bit-identical to a CPU run",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -111,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             f"(excluded: {', '.join(config.excluded_sources)})"
         )
     try:
-        train(config)  # checks the settings, the base and the teacher before any work
+        train(config, device=args.device)  # checks settings, base, teacher and device before any work
     except (FileNotFoundError, TrainSetupError) as error:
         raise UsageError(str(error)) from None
     return 0
