@@ -76,6 +76,10 @@ class StreamLoop:
         self._consumer: Any = None
         self._sender = Sender(settings, self.observer, self.stats, self._stop, clock, self._publish_state)
         self._assignment: set[Partition] = set()
+        # Where each revoked partition must resume if the next assignment hands it back: kafka-python
+        # keeps the fetch position of a partition a rebalance leaves with this member, which lies past
+        # the buffered records revoke() drops.
+        self._resume_at: dict[Partition, int] = {}
         # Guards the assignment against the rebalance callbacks (kafka-python's IO thread), so a lag
         # report never re-creates the series of a partition that was just revoked.
         self._assignment_lock = threading.Lock()
@@ -380,6 +384,8 @@ class StreamLoop:
         """
         log.info("partitions %s: %s", "lost" if lost else "revoked", sorted(partitions))
         offsets: dict[Any, Any] = {}
+        # Nothing finished: replay from the last commit (or the first record polled).
+        resume = {tp: pos for tp in partitions if (pos := self._tracker.replay_position(tp)) is not None}
         try:
             if lost or self._commit_nothing_on_close:
                 self._drop_inflight()
@@ -389,15 +395,16 @@ class StreamLoop:
                 self._complete_inflight(start_next=False, checkpoint=False)
                 positions = self._tracker.safe_positions(self._pending_offsets())
                 self._flush()
-                todo = self._tracker.uncommitted(
-                    {tp: pos for tp, pos in positions.items() if tp in partitions}
-                )
+                finished = {tp: pos for tp, pos in positions.items() if tp in partitions}
+                todo = self._tracker.uncommitted(finished)
                 offsets = {TopicPartition(*tp): OffsetAndMetadata(pos, "", -1) for tp, pos in todo.items()}
+                resume.update(finished)  # up to the first buffered record, which is dropped below
         except (KafkaError, DeliveryFailed) as error:
             log.warning(
                 "could not finish the in-flight batch before revocation (it will be replayed): %s", error
             )
             self._sender.forget_outstanding()
+        self._resume_at.update(resume)
         self._batcher.discard(lambda pending: pending.partition in partitions)
         self._tracker.forget(partitions)
         with self._assignment_lock:
@@ -411,8 +418,18 @@ class StreamLoop:
         return offsets
 
     def assign(self, partitions: set[Partition]) -> None:
-        """Start owning partitions (positions come from the group's committed offsets)."""
+        """Start owning partitions: from the group's committed offsets, or where a revocation left off.
+
+        A partition the rebalance leaves with this member keeps kafka-python's fetch position, past the
+        records revoke() dropped from the buffer; it is sought back to the first record not finished.
+        """
         log.info("partitions assigned: %s", sorted(partitions))
+        resume, self._resume_at = self._resume_at, {}
+        for partition in sorted(partitions & resume.keys()):
+            try:
+                self._consumer.seek(TopicPartition(*partition), resume[partition])
+            except (KafkaError, AssertionError, ValueError) as seek_error:
+                log.warning("seek %s to %d failed: %s", partition, resume[partition], seek_error)
         self._tracker.forget(partitions)
         with self._assignment_lock:
             self._assignment |= partitions
