@@ -39,6 +39,8 @@ from finsent.errors import UsageError, first_line
 from ingest import common_config
 from monitor import OTHER_TOPIC, WindowSnapshot, window_label
 
+# What SQLite says of a file that is not a usable database (not of a full disk or a read-only folder).
+DAMAGE_WORDS = ("not a database", "malformed", "corrupt")
 log = logging.getLogger("finsent.alerts_stage")
 
 DATABASE_FILE = "alerts.sqlite"
@@ -153,9 +155,12 @@ class AlertsStage(ConsumerStage):
 
     def _damaged(self, error: Exception) -> RuntimeError:
         # As the monitor's unusable checkpoint: the stage runner makes it one line naming state_dir, exit 2.
+        problem = f"cannot restore the alerts stage: {self.database}: {first_line(error)}"
+        if not isinstance(error, ValueError) and not any(word in str(error) for word in DAMAGE_WORDS):
+            return RuntimeError(problem)  # e.g. a full disk or a read-only folder: the file is fine
         return RuntimeError(
-            f"cannot restore the alerts stage: {self.database}: {first_line(error)}; if the file is damaged, "
-            "move it aside (with any -wal and -shm files next to it) to start with an empty outbox"
+            f"{problem}; if the file is damaged, move it aside (with any -wal and -shm files next to it) "
+            "to start with an empty outbox"
         )
 
     def handle(self, record: Any) -> None:

@@ -24,7 +24,14 @@ from finsent.config import ServiceConfig
 from finsent.consumer_stage import ConsumerStage
 from finsent.scored_records import parse_scored
 from finsent.windows_sink import KafkaWindowsSink, WindowsSink, windows_records
-from monitor import Monitor, MonitorConfig, WindowSnapshot, load_checkpoint, save_checkpoint
+from monitor import (
+    Monitor,
+    MonitorConfig,
+    WindowSnapshot,
+    load_checkpoint,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
 from monitor.metrics import MonitorMetrics
 
 log = logging.getLogger("finsent.monitor_stage")
@@ -152,6 +159,9 @@ class MonitorStage(ConsumerStage):
 
     def _restore(self) -> Monitor:
         """The monitor and clock saved in the checkpoint; RuntimeError naming the file if it is unusable."""
+        stale = sum(remove_stale_temp_files(path) for path in (self.checkpoint_path, self.clock_path))
+        if stale:
+            log.info("monitor stage: removed %d temporary file(s) of a save that was cut short", stale)
         try:
             state = load_checkpoint(self.checkpoint_path)
         except ValueError as error:

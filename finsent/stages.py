@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import signal
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from prometheus_client import CollectorRegistry
@@ -21,6 +23,20 @@ from finsent.errors import UsageError
 from finsent.metrics import MetricsServer
 
 log = logging.getLogger("finsent.stages")
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Create the state folder and check that it takes a new file; UsageError naming state_dir if not.
+
+    Checked at start, so a read-only or missing mount fails here with one line, not at the first
+    checkpoint after records were already read.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise UsageError(f"state_dir {path}: cannot write there: {error.strerror or error}") from None
 
 
 @dataclass
@@ -52,7 +68,7 @@ class StageRunner:
         else:
             config.monitor_config()
         if run_monitor or run_alerts:
-            config.state_dir.mkdir(parents=True, exist_ok=True)
+            prepare_state_dir(config.state_dir)
         if stage in ("all", "classify"):
             from finsent.classify_stage import ClassifyStage  # loads the ONNX model: only for this stage
 

@@ -4,7 +4,7 @@ The core is pure (no broker, no HTTP): feed it scored messages with ``Monitor.ob
 ``Monitor.snapshot``. Prometheus export lives in ``monitor.metrics``.
 """
 
-from monitor.checkpoint import load_checkpoint, save_checkpoint
+from monitor.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint
 from monitor.config import OTHER_TOPIC, MonitorConfig, parse_duration, window_label
 from monitor.core import Monitor, MonitorCounters, Observation, Outcome
 from monitor.snapshot import Headline, WindowSnapshot
@@ -37,6 +37,7 @@ __all__ = [
     "binomial_surge",
     "load_checkpoint",
     "parse_duration",
+    "remove_stale_temp_files",
     "save_checkpoint",
     "wilson_lower_bound",
     "window_label",

@@ -43,6 +43,19 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def remove_stale_temp_files(path: str | Path) -> int:
+    """Delete temporary files a killed save_checkpoint left beside ``path``; how many there were.
+
+    Only safe while no other process saves to ``path``: one process owns a state folder.
+    """
+    target = Path(path)
+    removed = 0
+    for temp in target.parent.glob(f".{target.name}.*.tmp"):
+        temp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
     """The state saved at ``path``, or None when there is no checkpoint yet; ValueError if unreadable."""
     target = Path(path)

@@ -202,3 +202,24 @@ def test_finsent_run_reports_damaged_alerts_state_in_one_line(
         f"finsent run: error: state_dir: cannot restore the alerts stage: {database}: "
     )
     assert reason in errors[0] and "move it aside" in errors[0]
+
+
+def test_a_full_disk_is_reported_as_such_not_as_a_failed_rollback(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / DATABASE_FILE)
+    # SQLite's own size cap stands in for a full disk: the same SQLITE_FULL, rolled back by SQLite.
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    box._db.execute(f"PRAGMA max_page_count={pages}")
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        box.record([], {"version": 1, "padding": "x" * 200_000}, now=1.0)
+    box.close()
+
+
+def test_an_unwritable_alerts_database_is_not_called_damaged(tmp_path: Path) -> None:
+    config = load_config({"state_dir": str(tmp_path / "state")}, environ={})
+    rules, subscriptions = load_alert_files(config)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / DATABASE_FILE).mkdir()  # a folder where the file should be: SQLite cannot open it
+    with pytest.raises(RuntimeError) as raised:
+        AlertsStage(config, CollectorRegistry(), rules, subscriptions)
+    assert f"cannot restore the alerts stage: {tmp_path / 'state' / DATABASE_FILE}: " in str(raised.value)
+    assert "move it aside" not in str(raised.value)

@@ -535,3 +535,33 @@ def test_a_rebalance_moves_a_topic_and_drops_its_gauges(tmp_path: Path) -> None:
     sink.sent.clear()
     stage.evaluate()
     assert sink.sent == [] and gauge_topics(registry) == set()
+
+
+def test_temporary_files_of_a_save_cut_short_are_removed_at_start(tmp_path: Path) -> None:
+    config = stage_config(tmp_path)
+    config.state_dir.mkdir(parents=True)
+    left = [config.state_dir / ".monitor.json.mk0rynzb.tmp", config.state_dir / ".monitor.clock.json.x1.tmp"]
+    for path in left:
+        path.write_text('{"version": 1, "cut')  # what kill -9 during save_checkpoint leaves
+    unrelated = config.state_dir / "notes.tmp"
+    unrelated.write_text("mine")
+    MonitorStage(config, CollectorRegistry(), sink=ListSink())
+    assert not any(path.exists() for path in left)
+    assert unrelated.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (a folder that takes no file)")
+@pytest.mark.parametrize(
+    "where", ["/proc/self", "/proc/finsent-state"], ids=["not-writable", "cannot-create"]
+)
+def test_finsent_run_refuses_a_state_dir_it_cannot_write_at_start(where: str) -> None:
+    command = ["run", "--stage", "monitor", "--state-dir", where, "--metrics-port", "0"]
+    result = subprocess.run(
+        [sys.executable, "-m", "finsent", *command, "--bootstrap-servers", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert f"finsent run: error: state_dir {where}: cannot write there: " in result.stderr
