@@ -34,6 +34,9 @@ class ConsumerStage(ABC):
         self._consumer: Any = None
         self._positions: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
+        # Partitions owned as the rebalance callbacks tell it. Not consumer.assignment(): under the eager
+        # protocol kafka-python keeps revoked partitions there until the new assignment arrives.
+        self._owned: set[TopicPartition] = set()
         self._backoff = Backoff(0.5, 15.0)
         self._last_poll_ok = False
         self.failed = False
@@ -169,12 +172,25 @@ class ConsumerStage(ABC):
     def revoked(self, partitions: set[TopicPartition]) -> None:
         """Partitions moved away: forget their positions (the next owner replays from the last commit)."""
         with self._lock:
+            self._owned -= partitions
             for tp in partitions:
                 self._positions.pop(tp, None)
                 self._committed.pop(tp, None)
 
+    def assigned(self, partitions: set[TopicPartition]) -> None:
+        """Partitions handed to this member by the rebalance that just completed."""
+        with self._lock:
+            self._owned |= partitions
+
+    def owned_partitions(self) -> set[TopicPartition]:
+        """Partitions assigned and not revoked since: empty while a rebalance is under way."""
+        with self._lock:
+            return set(self._owned)
+
     def _close(self) -> None:
         self._last_poll_ok = False
+        with self._lock:
+            self._owned.clear()
         if self._consumer is not None:
             try:
                 self._consumer.close(autocommit=False)
@@ -194,5 +210,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.stage.revoked(set(revoked))
 
     def on_partitions_assigned(self, assigned: set[Any]) -> None:
-        """Nothing to do: positions come from the group's committed offsets."""
+        """Record the new partitions; positions come from the group's committed offsets."""
+        self.stage.assigned(set(assigned))
         log.info("%s stage: partitions assigned: %s", self.stage.name, sorted(map(str, assigned)))

@@ -298,7 +298,7 @@ class MonitorStage(ConsumerStage):
         consumer = self._consumer
         if consumer is None:
             return set(topics)
-        assigned = {tp.partition for tp in consumer.assignment() if tp.topic == self.topic}
+        assigned = {tp.partition for tp in self.owned_partitions() if tp.topic == self.topic}
         if not assigned:
             return set()
         try:

@@ -475,6 +475,13 @@ class FakeConsumer:
         return set(range(self.partitions)) if topic == self.topic else set()
 
 
+def rebalance(stage: MonitorStage, consumer: FakeConsumer, partitions: set[int]) -> None:
+    """A rebalance as the listener reports it (eager protocol): all revoked, then ``partitions`` assigned."""
+    stage.revoked({TopicPartition(consumer.topic, p) for p in range(consumer.partitions)})
+    consumer.assigned = set(partitions)
+    stage.assigned({TopicPartition(consumer.topic, p) for p in partitions})
+
+
 def gauge_topics(registry: CollectorRegistry) -> set[str]:
     """Topic labels with a finsent_window_messages series."""
     return {
@@ -494,7 +501,8 @@ def test_each_of_two_instances_publishes_only_the_topics_whose_partitions_it_own
         stage = MonitorStage(
             stage_config(tmp_path / name), registry, sink=sink, wall=FakeWall(1_767_225_660.0)
         )
-        stage._consumer = FakeConsumer(assigned)
+        stage._consumer = consumer = FakeConsumer(set())
+        rebalance(stage, consumer, assigned)
         for index in range(30):
             stamp = f"2026-01-01T00:00:{index:02d}Z"
             stage.handle(Record(scored(id=f"{name}{index}", topic=topic, published_at=stamp), index))
@@ -511,27 +519,31 @@ def test_each_of_two_instances_publishes_only_the_topics_whose_partitions_it_own
 def test_a_rebalance_moves_a_topic_and_drops_its_gauges(tmp_path: Path) -> None:
     sink, registry = ListSink(), CollectorRegistry()
     stage = MonitorStage(stage_config(tmp_path), registry, sink=sink, wall=FakeWall(1_767_225_660.0))
-    consumer = FakeConsumer({0, 1, 2})
+    consumer = FakeConsumer(set())
     stage._consumer = consumer
+    rebalance(stage, consumer, {0, 1, 2})
     for index in range(30):
         stage.handle(Record(scored(id=f"e{index}", published_at=f"2026-01-01T00:00:{index:02d}Z"), index))
     stage.evaluate()  # one instance owns every partition: every topic, as without a consumer
     assert {key for key, _ in sink.sent} == gauge_topics(registry) == set(TOPIC_LABELS)
 
     energy = partition_of("Energy | Oil")
-    consumer.assigned = {0, 1, 2} - {energy}  # the partition moved to another instance
+    rebalance(stage, consumer, {0, 1, 2} - {energy})  # the partition moved to another instance
     sink.sent.clear()
     stage.evaluate()
     assert "Energy | Oil" not in {key for key, _ in sink.sent}
     assert gauge_topics(registry) == {label for label in TOPIC_LABELS if partition_of(label) != energy}
     assert registry.get_sample_value("finsent_negative_rate_baseline", {"news_topic": "Energy | Oil"}) is None
 
-    consumer.assigned = {0, 1, 2}  # and came back
+    rebalance(stage, consumer, {0, 1, 2})  # and came back
     sink.sent.clear()
     stage.evaluate()
     assert ("Energy | Oil", 30) in {(key, value["windows"][0]["volume"]) for key, value in sink.sent}
 
-    consumer.assigned = set()  # between a revocation and the next assignment: nothing is ours
+    # Between a revocation and the next assignment nothing is ours, although kafka-python's
+    # consumer.assignment() still lists the revoked partitions until the rejoin completes.
+    stage.revoked(consumer.assignment())
+    assert consumer.assignment()
     sink.sent.clear()
     stage.evaluate()
     assert sink.sent == [] and gauge_topics(registry) == set()
