@@ -440,7 +440,16 @@ def test_finsent_run_reports_a_malformed_checkpoint_without_a_traceback(tmp_path
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     (state_dir / "monitor.json").write_text('{"version": 1}')
-    command = ["run", "--stage", "monitor", "--state-dir", str(state_dir), "--metrics-port", "0"]
+    stderr = monitor_stage_refused(str(state_dir))
+    assert (
+        f"cannot restore the monitor: checkpoint {state_dir / 'monitor.json'}: malformed monitor state"
+        in stderr
+    )
+
+
+def monitor_stage_refused(state_dir: str) -> str:
+    """Start `finsent run --stage monitor` on state_dir (no broker); require exit 2 without a traceback."""
+    command = ["run", "--stage", "monitor", "--state-dir", state_dir, "--metrics-port", "0"]
     result = subprocess.run(
         [sys.executable, "-m", "finsent", *command, "--bootstrap-servers", "127.0.0.1:1"],
         capture_output=True,
@@ -449,10 +458,7 @@ def test_finsent_run_reports_a_malformed_checkpoint_without_a_traceback(tmp_path
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert (
-        f"cannot restore the monitor: checkpoint {state_dir / 'monitor.json'}: malformed monitor state"
-        in result.stderr
-    )
+    return result.stderr
 
 
 def partition_of(label: str, partitions: int = 3) -> int:
@@ -567,13 +573,4 @@ def test_temporary_files_of_a_save_cut_short_are_removed_at_start(tmp_path: Path
     "where", ["/proc/self", "/proc/finsent-state"], ids=["not-writable", "cannot-create"]
 )
 def test_finsent_run_refuses_a_state_dir_it_cannot_write_at_start(where: str) -> None:
-    command = ["run", "--stage", "monitor", "--state-dir", where, "--metrics-port", "0"]
-    result = subprocess.run(
-        [sys.executable, "-m", "finsent", *command, "--bootstrap-servers", "127.0.0.1:1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    assert f"finsent run: error: state_dir {where}: cannot write there: " in result.stderr
+    assert f"finsent run: error: state_dir {where}: cannot write there: " in monitor_stage_refused(where)
