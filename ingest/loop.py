@@ -384,8 +384,11 @@ class StreamLoop:
         """
         log.info("partitions %s: %s", "lost" if lost else "revoked", sorted(partitions))
         offsets: dict[Any, Any] = {}
-        # Nothing finished: replay from the last commit (or the first record polled).
-        resume = {tp: pos for tp in partitions if (pos := self._tracker.replay_position(tp)) is not None}
+        # Where a partition handed back by this same rebalance resumes. Not after a lost membership:
+        # kafka-python then drops every partition's state, so the next owner (maybe this member)
+        # starts from the group's committed offsets, and a broker that lost its log (memory storage)
+        # has no records at the old positions.
+        resume: dict[Partition, int] = {}
         try:
             if lost or self._commit_nothing_on_close:
                 self._drop_inflight()
@@ -398,12 +401,16 @@ class StreamLoop:
                 finished = {tp: pos for tp, pos in positions.items() if tp in partitions}
                 todo = self._tracker.uncommitted(finished)
                 offsets = {TopicPartition(*tp): OffsetAndMetadata(pos, "", -1) for tp, pos in todo.items()}
-                resume.update(finished)  # up to the first buffered record, which is dropped below
+                resume = finished  # up to the first buffered record, which is dropped below
         except (KafkaError, DeliveryFailed) as error:
             log.warning(
                 "could not finish the in-flight batch before revocation (it will be replayed): %s", error
             )
             self._sender.forget_outstanding()
+            # Nothing was finished: replay from the last commit (or the first record polled).
+            resume = {tp: pos for tp in partitions if (pos := self._tracker.replay_position(tp)) is not None}
+        if lost:
+            self._resume_at.clear()  # an earlier revocation's positions are void as well
         self._resume_at.update(resume)
         self._batcher.discard(lambda pending: pending.partition in partitions)
         self._tracker.forget(partitions)

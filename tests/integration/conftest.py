@@ -175,7 +175,13 @@ class TopicReader:
 
     def __post_init__(self) -> None:
         self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        partitions = self._consumer.partitions_for_topic(self.topic) or {0}
+        # Every partition, or records keyed to the others go unseen: right after a broker (re)start
+        # the metadata request can fail and return no partitions, so ask again rather than guess.
+        deadline = time.monotonic() + 30
+        while not (partitions := self._consumer.partitions_for_topic(self.topic)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no partition metadata for {self.topic} after 30s")
+            time.sleep(0.2)
         self._consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
         self._consumer.seek_to_beginning()
 
