@@ -72,20 +72,18 @@ def check_rate(rate: float | None) -> None:
 def paced(
     headlines: list[Headline], rate: float | None, loop: bool, stop: threading.Event | None = None
 ) -> Iterator[Headline]:
-    """Yield headlines at `rate` per second (None: as fast as possible), forever when `loop`."""
+    """Yield headlines at `rate` per second (None: as fast as possible), forever when `loop`, until `stop`."""
+    stop = stop or threading.Event()  # never set: runs to the end
     started = time.monotonic()
     sent = 0
-    while not (stop and stop.is_set()):
+    while not stop.is_set():
         for headline in headlines:
-            if stop is not None and stop.is_set():
+            if stop.is_set():
                 return
             if rate:
                 delay = started + sent / rate - time.monotonic()
-                if delay > 0:
-                    if stop is None:
-                        time.sleep(delay)
-                    elif stop.wait(delay):  # a stop wakes a slow replay at once
-                        return
+                if delay > 0 and stop.wait(delay):  # a stop wakes a slow replay at once
+                    return
             yield headline
             sent += 1
         if not loop:
