@@ -9,6 +9,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+# Temporary files of a save sit beside the target as .NAME.<random>.tmp, so a cut-short one can be found.
+_TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}."
+
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     """Write ``state`` as JSON to ``path`` via a temporary file in the same directory and os.replace."""
@@ -16,7 +23,7 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # allow_nan=False: a NaN or infinity in the state is a bug, and would not be valid JSON anyway.
     payload = json.dumps(state, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, temp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=_TEMP_SUFFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
@@ -50,7 +57,7 @@ def remove_stale_temp_files(path: str | Path) -> int:
     """
     target = Path(path)
     removed = 0
-    for temp in target.parent.glob(f".{target.name}.*.tmp"):
+    for temp in target.parent.glob(f"{_temp_prefix(target)}*{_TEMP_SUFFIX}"):
         temp.unlink(missing_ok=True)
         removed += 1
     return removed
