@@ -223,6 +223,17 @@ def reader() -> Iterator[Callable[[EmbeddedBroker, str], TopicReader]]:
         topic_reader.close()
 
 
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: Callable[[], str], interval: float = 0.1
+) -> None:
+    """Poll until condition() or fail, saying what() was awaited (and, if it says so, what was seen)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what()}")
+        time.sleep(interval)
+
+
 def scored_ids(records: list[Any]) -> list[str]:
     """The id of every scored record (duplicates kept)."""
     return [json.loads(record.value)["id"] for record in records]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ from kafka import KafkaProducer
 
 from finsent.broker import EmbeddedBroker, create_topics
 from model import TOPIC_LABELS
-from tests.integration.conftest import ServiceProcess
+from tests.integration.conftest import ServiceProcess, wait_for
 from tests.integration.test_scale_out import samples, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -47,15 +46,6 @@ def published(base: str) -> set[str]:
     return {dict(labels)["news_topic"] for labels in samples(base, "finsent_window_messages")}
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
-    """Poll until condition() or fail, saying what() was awaited and what was seen."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what()}")
-        time.sleep(0.5)
-
-
 def test_two_monitor_instances_split_the_topics_and_the_survivor_takes_all(
     broker: EmbeddedBroker, start_service: Callable[..., ServiceProcess], tmp_path: Path
 ) -> None:
@@ -81,7 +71,7 @@ def test_two_monitor_instances_split_the_topics_and_the_survivor_takes_all(
         a, b = published(bases[0]), published(bases[1])
         return bool(a) and bool(b) and a.isdisjoint(b) and a | b == everything
 
-    wait_for(split, 90, lambda: f"a disjoint split of the topics, got {[published(b) for b in bases]}")
+    wait_for(split, 90, lambda: f"a disjoint split of the topics, got {[published(b) for b in bases]}", 0.5)
     # Each topic's news is counted by the instance that publishes it.
     for base in bases:
         counted = {
@@ -95,4 +85,5 @@ def test_two_monitor_instances_split_the_topics_and_the_survivor_takes_all(
         lambda: published(bases[0]) == everything,
         60,
         lambda: f"the survivor to publish every topic, got {published(bases[0])}",
+        interval=0.5,
     )

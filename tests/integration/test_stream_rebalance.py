@@ -9,28 +9,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from finsent.broker import EmbeddedBroker
 from ingest import LoopSettings, StreamLoop
-from tests.integration.conftest import LoopThread, TopicReader, fast_group, neutral_results, scored_ids
+from tests.integration.conftest import (
+    LoopThread,
+    TopicReader,
+    fast_group,
+    neutral_results,
+    scored_ids,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 GROUP = "rebalance"
 MESSAGES = 30  # ten per partition of news.raw
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll a zero-argument callable until it is true, or fail naming what was awaited."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_buffered_records_of_a_partition_kept_through_a_rebalance_are_scored(broker: EmbeddedBroker) -> None:
@@ -46,7 +43,9 @@ def test_buffered_records_of_a_partition_kept_through_a_rebalance_are_scored(bro
     settings = LoopSettings(max_batch=1000, max_wait_ms=15_000)
     running = LoopThread(StreamLoop(settings, fast_group(broker.bootstrap, GROUP), neutral_results))
     try:
-        wait_for(lambda: running.loop.stats["consumed"] == MESSAGES, 60, "all records read into the buffer")
+        wait_for(
+            lambda: running.loop.stats["consumed"] == MESSAGES, 60, lambda: "all records read into the buffer"
+        )
         assert running.loop.stats["scored"] == 0
 
         # A second member joins (the loop keeps one or two of the three partitions), then leaves.
