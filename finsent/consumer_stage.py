@@ -12,6 +12,7 @@ from kafka.errors import KafkaError
 
 from ingest import KafkaSettings, consumer_config
 from ingest.loop import Backoff
+from ingest.stalled_join import rejoin_if_stalled
 
 log = logging.getLogger("finsent.stages")
 
@@ -129,6 +130,10 @@ class ConsumerStage(ABC):
         while not self._stop.is_set():
             batches = self._consumer.poll(timeout_ms=200, max_records=self.max_poll_records)
             self._last_poll_ok = True
+            if rejoin_if_stalled(self._consumer):
+                log.warning(
+                    "%s stage: the group join finished without an assignment; joining again", self.name
+                )
             self._backoff.reset()
             for batch in batches.values():
                 for record in batch:

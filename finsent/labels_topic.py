@@ -10,6 +10,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from ingest import KafkaSettings, consumer_config
+from ingest.stalled_join import rejoin_if_stalled
 from model.feedback import FeedbackStore, ValidationReport, validate_messages
 
 log = logging.getLogger("finsent.labels_topic")
@@ -42,6 +43,10 @@ def drain_labels(
         last_data: float | None = None  # the idle clock starts once partitions are assigned
         while time.monotonic() < deadline:
             polled = consumer.poll(timeout_ms=500)
+            if rejoin_if_stalled(consumer):
+                log.warning(
+                    "labels topic %s: the group join finished without an assignment; joining again", topic
+                )
             records = [record for batch in polled.values() for record in batch]
             if last_data is None and consumer.assignment():
                 last_data = time.monotonic()

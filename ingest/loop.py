@@ -38,6 +38,7 @@ from ingest.offsets import OffsetTracker, Partition
 from ingest.producer_health import close_producer, replacement_reason
 from ingest.scored import Classifier
 from ingest.sender import DeliveryFailed, Sender
+from ingest.stalled_join import rejoin_if_stalled
 from ingest.stopping import StopRequest
 
 # Backoff, LoopSettings and classify_safely lived here before the split; other modules import them from here.
@@ -230,6 +231,8 @@ class StreamLoop:
         for batch in records.values():
             for record in batch:
                 self._accept(record)
+        if not self._joined and rejoin_if_stalled(self._consumer):
+            log.warning("the group join finished without an assignment (a kafka-python stall); joining again")
         now = self._clock()
         if self._inflight is None and not self._batcher and now - self._last_idle_checkpoint > 0.2:
             self._last_idle_checkpoint = now
