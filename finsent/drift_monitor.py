@@ -17,6 +17,8 @@ from model.registry import ModelRegistry
 log = logging.getLogger("finsent.drift_monitor")
 _TOPIC_INDEX = {name: index for index, name in enumerate(TOPIC_LABELS)}
 _SENTIMENT_INDEX = {name: index for index, name in enumerate(SENTIMENT_LABELS)}
+# After a request that could not be written (read-only registry, full disk): when to try again.
+FAILED_REQUEST_RETRY_S = 300.0
 
 
 class DriftMonitor:
@@ -49,7 +51,7 @@ class DriftMonitor:
         self.request_cooldown = request_cooldown
         self._lock = threading.Lock()
         self.tracker = DriftTracker(None, window, low_confidence)
-        self._requested_at: float | None = None  # when this serving version last asked for a retrain
+        self._next_request_at: float | None = None  # None: this serving version may ask now
 
     def reset(self, engine: Engine) -> None:
         """Start a fresh window against the training distribution of engine's model."""
@@ -67,7 +69,7 @@ class DriftMonitor:
             )
         with self._lock:
             self.tracker = DriftTracker(reference, self.window, self.low_confidence)
-            self._requested_at = None
+            self._next_request_at = None
 
     def observe(self, results: Sequence[Mapping[str, Any]]) -> None:
         """Add one batch's results and refresh the gauges."""
@@ -97,9 +99,14 @@ class DriftMonitor:
                 and self._may_request()
             ):
                 details = {"task": snapshot.task, "divergence": snapshot.divergence, "window": snapshot.count}
-                written = self.registry.request_retrain(f"{snapshot.task} prediction drift", details)
+                try:
+                    written = self.registry.request_retrain(f"{snapshot.task} prediction drift", details)
+                except OSError as error:
+                    # Runs inside the classifier: raising here would dead-letter the batch it scored.
+                    self._request_failed(error)
+                    continue
                 with self._lock:
-                    self._requested_at = self.clock()  # a request already waiting speaks for us too
+                    self._next_request_at = self.clock() + self.request_cooldown  # one already waiting speaks for us
                 if written:
                     self.metrics.retrain_requests_total.inc()
                     log.warning(
@@ -113,4 +120,16 @@ class DriftMonitor:
 
     def _may_request(self) -> bool:
         with self._lock:
-            return self._requested_at is None or self.clock() - self._requested_at >= self.request_cooldown
+            return self._next_request_at is None or self.clock() >= self._next_request_at
+
+    def _request_failed(self, error: OSError) -> None:
+        """Count and log a request that could not be written; try again after FAILED_REQUEST_RETRY_S."""
+        self.metrics.errors_total.labels(kind="retrain_request").inc()
+        log.warning(
+            "cannot write the retrain request in %s (%s); scoring goes on, retrying in %.0fs",
+            self.registry.root if self.registry is not None else "?",
+            error,
+            FAILED_REQUEST_RETRY_S,
+        )
+        with self._lock:
+            self._next_request_at = self.clock() + FAILED_REQUEST_RETRY_S

@@ -11,7 +11,7 @@ from typing import Any, cast
 import pytest
 
 from finsent.config import load_config
-from finsent.drift_monitor import DriftMonitor
+from finsent.drift_monitor import FAILED_REQUEST_RETRY_S, DriftMonitor
 from finsent.errors import UsageError
 from finsent.hotswap import EngineHolder, RegistryWatcher, holder_classifier
 from finsent.metrics import ClassifyMetrics
@@ -197,6 +197,42 @@ def test_persistent_drift_requests_once_per_serving_version_or_cooldown(tmp_path
     classify(["x"] * 5)
     assert registry.pending_request() is not None
     assert metrics.registry.get_sample_value("finsent_retrain_requests_total") == 3.0
+
+
+def test_a_retrain_request_that_cannot_be_written_does_not_stop_scoring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only registry or a full disk: the batch is still scored, the failure is counted and
+    retried after FAILED_REQUEST_RETRY_S (it used to raise inside the classifier: every message of
+    every batch went to the DLQ as classify_failed)."""
+    registry = ModelRegistry(tmp_path / "registry")
+    metrics = ClassifyMetrics()
+    now = [1000.0]
+    drift = DriftMonitor(
+        metrics, window=10, low_confidence=0.5, threshold=0.2, registry=registry, clock=lambda: now[0]
+    )
+    engine = FakeEngine("v1", topic="Earnings")
+    engine.manifest = {
+        "training": {"data": {"label_distribution": {"topic": [1] * 20, "sentiment": [1, 1, 1]}}}
+    }
+    drift.reset(as_engine(engine))
+    classify = holder_classifier(EngineHolder(as_engine(engine)), drift)
+    attempts: list[str] = []
+
+    def read_only(reason: str, details: dict[str, Any] | None = None) -> bool:
+        attempts.append(reason)
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(registry, "request_retrain", read_only)
+    for _ in range(5):
+        assert [result["topic"] for result in classify(["x"] * 10)] == ["Earnings"] * 10
+    assert len(attempts) == 1, "not retried on every batch"
+    assert metrics.registry.get_sample_value("finsent_stream_errors_total", {"kind": "retrain_request"}) == 1.0
+    now[0] += FAILED_REQUEST_RETRY_S
+    monkeypatch.undo()
+    classify(["x"] * 10)
+    assert registry.pending_request() is not None, "written once the registry takes writes again"
+    assert metrics.registry.get_sample_value("finsent_retrain_requests_total") == 1.0
 
 
 def test_a_version_that_failed_to_load_is_retried_once_current_went_back(tmp_path: Path) -> None:
