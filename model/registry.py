@@ -213,15 +213,17 @@ class ModelRegistry:
         report: dict[str, Any] | None = None,
         metrics: dict[str, float] | None = None,
         reason: str = "",
+        promote: bool = False,
     ) -> str:
         """Copy a model directory in as a new version (hashes verified); version renames it.
 
         The copy is assembled in a hidden staging folder and moved into versions/ with one
-        rename, so a reader never sees a partial version. Does not change CURRENT.
+        rename, so a reader never sees a partial version. CURRENT changes only with promote, in
+        the same lock hold (another writer's prune cannot remove the new version in between).
         """
         manifest = read_manifest(Path(source_dir), verify=True)
         with self._locked():
-            return self._add_locked(
+            name = self._add_locked(
                 Path(source_dir),
                 manifest,
                 version=version,
@@ -230,6 +232,9 @@ class ModelRegistry:
                 metrics=metrics,
                 reason=reason,
             )
+            if promote:
+                self._promote_locked(name, reason)
+            return name
 
     def add_and_promote(
         self,
@@ -281,6 +286,7 @@ class ModelRegistry:
             target = stack[-2]
             if not self.has_version(target):
                 raise RegistryError(f"previous version {target} is no longer in {self.root}")
+            read_manifest(self.version_dir(target), verify=True)  # as promote does
             write_atomic(self.root / CURRENT_FILE, target + "\n")
             state["history"].append(
                 {"version": target, "at": utc_now(), "action": "rollback", "reason": reason}
@@ -442,7 +448,9 @@ class ModelRegistry:
         return names
 
     def _reconcile(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Add the pointer change a kill between writing CURRENT and registry.json left out of the history."""
+        """Add what a kill before registry.json was saved left out: versions moved into place, and
+        the last pointer change (in memory; the next write saves it)."""
+        self._adopt_unregistered(state)
         current = self.current_version()
         stack = self._stack(state)
         if current is None or not _VERSION.match(current) or (stack and stack[-1] == current):
@@ -453,6 +461,33 @@ class ModelRegistry:
             {"version": current, "at": utc_now(), "action": action, "reason": "reconciled with CURRENT"}
         )
         return state
+
+    def _adopt_unregistered(self, state: dict[str, Any]) -> None:
+        """Register version folders in versions/ that registry.json does not list, oldest first.
+
+        add() moves a verified, complete version into place and then saves registry.json; a kill
+        in between left a version that list, prune and a repeated import could not see.
+        """
+        registered = {entry["version"] for entry in state["versions"]}
+        try:
+            found = [
+                path
+                for path in self.versions_dir.iterdir()
+                if path.name not in registered
+                and _VERSION.match(path.name)
+                and (path / MANIFEST_FILE).is_file()
+            ]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for path in sorted(found, key=lambda path: path.stat().st_mtime):
+            state["versions"].append(
+                {
+                    "version": path.name,
+                    "registered_at": utc_now(),
+                    "reason": "recovered: in versions/ but not in registry.json (a process died adding it)",
+                    "metrics": {},
+                }
+            )
 
     @staticmethod
     def _stack(state: dict[str, Any]) -> list[str]:

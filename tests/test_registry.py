@@ -7,6 +7,7 @@ import os
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -336,3 +337,67 @@ def test_a_stored_keep_applies_to_every_writer(tmp_path: Path, capsys: pytest.Ca
     (root / "registry.json").write_text(json.dumps({**state, "keep": "all"}))
     assert main(["model", "--registry", str(root), "list"]) == 2
     assert "'keep' must be a whole number of at least 2" in one_line_error(capsys)
+
+
+def test_rollback_refuses_a_previous_version_whose_files_are_damaged(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """As promote does: rolling back to a truncated model would point CURRENT at a version no new
+    replica can load, while the running ones keep serving the other."""
+    for name in ("v1", "v2"):
+        registry.add(fake_model(tmp_path / name, name), promote=True)
+    (registry.version_dir("v1") / "model.int8.onnx").write_bytes(b"trunc")
+    with pytest.raises(ModelIntegrityError, match=r"model\.int8\.onnx"):
+        registry.rollback()
+    assert registry.current_version() == "v2"
+
+
+def test_a_version_whose_add_was_cut_short_is_registered_when_read(
+    registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill between moving the version into versions/ and saving registry.json used to leave a
+    version that list, prune and a repeated import could not see."""
+    registry.add(fake_model(tmp_path / "v1", "v1"), promote=True)
+
+    def killed(state: dict[str, Any]) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "_save_state", killed)
+    with pytest.raises(KeyboardInterrupt):
+        registry.add(fake_model(tmp_path / "v2", "v2"))
+    reopened = ModelRegistry(registry.root)
+    listed = {info.version: info for info in reopened.versions()}
+    assert set(listed) == {"v1", "v2"}
+    assert reopened.current_version() == "v1"
+    with pytest.raises(RegistryError, match="v2 already exists"):
+        reopened.add(fake_model(tmp_path / "again", "v2"))
+    reopened.promote("v2")
+    assert [(info.version, info.current) for info in reopened.versions()] == [("v1", False), ("v2", True)]
+    saved = json.loads((registry.root / "registry.json").read_text())
+    assert [entry["version"] for entry in saved["versions"]] == ["v1", "v2"]
+
+
+def test_concurrent_imports_with_promote_never_prune_each_other(tmp_path: Path) -> None:
+    """add(promote=True) is one lock hold: with add and promote as two, another writer's promote
+    could prune the new version in between, and its own promote then failed."""
+    root = tmp_path / "registry"
+    ModelRegistry(root, keep=2).add(fake_model(tmp_path / "v0", "v0"), promote=True)
+    errors: list[BaseException] = []
+
+    def import_some(worker: int) -> None:
+        registry = ModelRegistry(root, keep=2)
+        for round_ in range(5):
+            try:
+                registry.add(
+                    fake_model(tmp_path / f"w{worker}r{round_}", f"w{worker}r{round_}"), promote=True
+                )
+            except BaseException as error:
+                errors.append(error)
+
+    threads = [threading.Thread(target=import_some, args=(worker,)) for worker in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(ModelRegistry(root).versions()) == 2

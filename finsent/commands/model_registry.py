@@ -84,9 +84,8 @@ def import_version(registry: ModelRegistry, model_dir: Path, version: str | None
     if version is not None:
         check_version_name(version)
     check_model_serves(model_dir)
-    name = registry.add(model_dir, version=version, reason=f"imported {model_dir}")
-    if promote:
-        registry.promote(name, reason="finsent model import --promote")
+    reason = f"imported {model_dir}" + (" (finsent model import --promote)" if promote else "")
+    name = registry.add(model_dir, version=version, reason=reason, promote=promote)
     print(f"imported {model_dir} as {name}" + (" (current)" if promote else ""))
 
 
