@@ -106,7 +106,9 @@ class DriftMonitor:
                     self._request_failed(error)
                     continue
                 with self._lock:
-                    self._next_request_at = self.clock() + self.request_cooldown  # one already waiting speaks for us
+                    self._next_request_at = (
+                        self.clock() + self.request_cooldown
+                    )  # one already waiting speaks for us
                 if written:
                     self.metrics.retrain_requests_total.inc()
                     log.warning(

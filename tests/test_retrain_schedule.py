@@ -156,11 +156,13 @@ class FakeRuns:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.kafka_feedback: Any = None
         self.during: Callable[[int], None] | None = None  # runs inside the run, given its number
         self.started = threading.Event()
 
     def __call__(self, settings: Any, log: Any = None, kafka_feedback: Any = None) -> SimpleNamespace:
         self.calls += 1
+        self.kafka_feedback = kafka_feedback
         self.started.set()
         if self.during is not None:
             self.during(self.calls)
@@ -299,3 +301,37 @@ def test_day_of_month_and_weekday_both_restricted_fire_on_either_as_in_crontab()
     ]
     assert fire_times("0 3 * * 1", start, 2) == ["Mon 05 Jan 03:00", "Mon 12 Jan 03:00"]
     assert fire_times("30 6 15 * *", start, 2) == ["Thu 15 Jan 06:30", "Sun 15 Feb 06:30"]
+
+
+def test_a_broker_that_cannot_be_reached_does_not_stop_the_run_or_lose_the_request(
+    tmp_path: Path, runs: FakeRuns, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The labels topic is skipped (the run trains on stored feedback and its report says why); the
+    drift request is served by this run. Before, the run died before training, wrote no report,
+    and the request it had already deleted was lost."""
+    registry = ModelRegistry(tmp_path / "registry")
+    assert registry.request_retrain("topic prediction drift")
+    args = ["retrain", "--once", "--registry", str(registry.root), "--bootstrap-servers", "127.0.0.1:1"]
+    assert main(args) == 0
+    assert runs.calls == 1
+    assert "error" in runs.kafka_feedback
+    assert "labels topic news.labels: not read" in capsys.readouterr().err
+    assert registry.pending_request() is None, "served by this run"
+
+
+def test_a_run_that_dies_before_training_leaves_the_request_waiting(
+    tmp_path: Path, runs: FakeRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    assert registry.request_retrain("topic prediction drift")
+
+    def no_settings(**_: Any) -> Any:
+        raise MemoryError("stand-in for a failure before the run starts")
+
+    import model.retrain
+
+    monkeypatch.setattr(model.retrain, "RetrainSettings", no_settings)
+    with pytest.raises(MemoryError):
+        command.run_once(command.resolve(parse("--registry", str(registry.root), "--once")), "test")
+    assert runs.calls == 0
+    assert registry.pending_request() is not None, "the next run serves it"

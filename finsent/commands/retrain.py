@@ -156,20 +156,8 @@ def run_once(values: dict[str, Any], reason: str) -> Any:
     with model_registry.retrain_lock():
         request = model_registry.pending_request()
         print(f"retrain ({reason}): registry {registry}", file=sys.stderr, flush=True)
-        if request is not None:
-            model_registry.clear_request()
-            print(f"this run serves the waiting request: {request.get('reason', '?')}", file=sys.stderr)
         if values["bootstrap_servers"]:
-            from finsent.labels_topic import drain_labels
-            from ingest import KafkaSettings
-
-            report = drain_labels(
-                KafkaSettings(bootstrap_servers=values["bootstrap_servers"], group_id=values["group_id"]),
-                values["labels_topic"],
-                FeedbackStore(store_dir),
-            )
-            kafka_report = report.as_json()
-            print(f"labels topic {values['labels_topic']}: {json.dumps(kafka_report)}", file=sys.stderr)
+            kafka_report = read_labels_topic(values, FeedbackStore(store_dir))
         settings = RetrainSettings(
             registry=registry,
             data_dir=values["data_dir"] or DEFAULT_DATA_DIR,
@@ -190,6 +178,9 @@ def run_once(values: dict[str, Any], reason: str) -> Any:
             shuffle_labels=values["shuffle_labels"],
             keep=values["keep"],
         )
+        if request is not None:  # taken only now: a run that dies before this point leaves it waiting
+            model_registry.clear_request()
+            print(f"this run serves the waiting request: {request.get('reason', '?')}", file=sys.stderr)
         result = retrain(settings, kafka_feedback=kafka_report)
     decision = "PROMOTED" if result.promoted else "REJECTED"
     print(
@@ -243,6 +234,32 @@ def _scheduled(values: dict[str, Any]) -> int:
     )
     scheduler.start()
     return 0
+
+
+def read_labels_topic(values: dict[str, Any], store: Any) -> dict[str, Any]:
+    """Drain the labels topic into the feedback store; its report, or the error when the broker failed.
+
+    A broker that cannot be reached does not stop the run: it trains on the feedback stored so far,
+    and the run report says why the topic was not read.
+    """
+    from kafka.errors import KafkaError
+
+    from finsent.labels_topic import drain_labels
+    from ingest import KafkaSettings
+
+    topic = values["labels_topic"]
+    settings = KafkaSettings(bootstrap_servers=values["bootstrap_servers"], group_id=values["group_id"])
+    try:
+        report: dict[str, Any] = drain_labels(settings, topic, store).as_json()
+    except (KafkaError, OSError) as error:
+        print(
+            f"labels topic {topic}: not read ({type(error).__name__}: {error}); "
+            "training on the feedback stored so far",
+            file=sys.stderr,
+        )
+        return {"error": f"{type(error).__name__}: {error}"}
+    print(f"labels topic {topic}: {json.dumps(report)}", file=sys.stderr)
+    return report
 
 
 def add_jobs(scheduler: Any, values: dict[str, Any]) -> Any:
