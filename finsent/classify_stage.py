@@ -56,9 +56,10 @@ class ClassifyStage:
             try:
                 if self.model_registry.init_from(config.model_dir):
                     log.info("registry %s was empty: imported %s", config.registry, config.model_dir)
+                current_dir = self.model_registry.current_dir()
             except (RegistryError, ModelIntegrityError, OSError) as error:
                 raise UsageError(f"registry {config.registry}: {error}") from None
-            engine = load_engine(config, self.model_registry.current_dir())
+            engine = load_engine(config, current_dir)
         self.engine = engine or load_engine(config)
         # Hot swap: the classifier reads the holder once per batch; the watcher replaces its engine.
         self.holder = EngineHolder(self.engine)

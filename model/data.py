@@ -48,8 +48,32 @@ def data_dir_of(recorded: Path | str) -> Path:
     return path if path.is_absolute() else REPOSITORY_ROOT / path
 
 
-def _read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, keep_default_na=False, encoding="utf-8")
+# Every training file has these; a sentiment file may add a per-row "source".
+REQUIRED_COLUMNS = ("text", "label")
+
+
+class DataError(ValueError):
+    """A training file of a data folder is missing or is not the expected CSV."""
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Raise DataError naming the first training file of data_dir that is missing or malformed."""
+    for name in (TOPIC_FILE, *SENTIMENT_FILES):
+        _read(data_dir / name, header_only=True)
+
+
+def _read(path: Path, header_only: bool = False) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, keep_default_na=False, encoding="utf-8", nrows=0 if header_only else None)
+    except FileNotFoundError:
+        expected = ", ".join((TOPIC_FILE, *SENTIMENT_FILES))
+        raise DataError(f"{path}: no such file (a data folder holds {expected})") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DataError(f"{path}: not a readable CSV ({type(error).__name__}: {error})") from None
+    missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
+    if missing:
+        raise DataError(f"{path}: no {' or '.join(map(repr, missing))} column (it has {list(table.columns)})")
+    return table
 
 
 def load_training_table(

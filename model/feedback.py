@@ -245,7 +245,11 @@ class FeedbackStore:
         processed = self._processed()
         report = ValidationReport()
         for path in sorted(Path(folder).glob("*.csv")):
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError as error:  # a sub-folder named *.csv, a dangling or looping link, no access
+                report.reject(f"unreadable_file ({type(error).__name__})", path.name)
+                continue
             if processed.get(path.name) == digest:
                 continue
             rows, file_report = self._read_csv(path)

@@ -120,6 +120,22 @@ def test_folder_files_are_read_once_and_bad_files_are_reported(tmp_path: Path) -
     assert len(store) == 1
 
 
+def test_a_folder_or_a_broken_link_named_csv_is_reported_not_fatal(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "archive.csv").mkdir()
+    (folder / "gone.csv").symlink_to(tmp_path / "missing.csv")
+    (folder / "loop.csv").symlink_to(folder / "loop.csv")
+    (folder / "ok.csv").write_text("id,text,topic,sentiment\n1,Oil jumps,Energy | Oil,positive\n")
+    report = FeedbackStore(tmp_path / "fb").ingest_folder(folder)
+    assert report.valid == 1
+    assert dict(report.bad) == {
+        "unreadable_file (IsADirectoryError)": 1,
+        "unreadable_file (FileNotFoundError)": 1,
+        "unreadable_file (OSError)": 1,
+    }
+
+
 def test_feedback_rows_replace_base_rows_and_never_enter_from_the_gold_set(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     import pandas as pd

@@ -259,3 +259,14 @@ def test_export_ships_over_the_previous_model(train_dir: Path, tmp_path: Path) -
     assert read_manifest(previous)["version"] == "v2"
     assert "finsent export --train-dir" in (previous / "MODEL_CARD.md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "shipped"], "no temp folders left"
+
+
+def test_a_current_pointer_with_a_bad_name_stops_the_service_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "registry"
+    ModelRegistry(root).add(fake_model(tmp_path / "v1", "v1"), promote=True)
+    (root / CURRENT_FILE).write_text("../../etc\n")
+    args = ["run", "--stage", "classify", "--registry", str(root), "--bootstrap-servers", "127.0.0.1:1"]
+    assert main([*args, "--state-dir", str(tmp_path / "state")]) == 2
+    assert f"registry {root}" in one_line_error(capsys)

@@ -53,7 +53,9 @@ def test_settings_come_from_flags_over_the_config_file(tmp_path: Path) -> None:
         (["--registry", "r", "--max-rows", "0"], "--max-rows: must be at least 1"),
         (["--registry", "r", "--max-tokens", "4"], "--max-tokens: must be at least 8"),
         (["--registry", "r", "--keep", "1"], "--keep: must be at least 2"),
-        (["--registry", "r", "--gold-share", "101"], "gold_share must be in 1..100"),
+        (["--registry", "r", "--gold-share", "101"], "gold_share must be in 1..99"),
+        # All of the dev split for the gold set left the challenger no dev rows: the run failed late.
+        (["--registry", "r", "--gold-share", "100"], "gold_share must be in 1..99"),
         (["--registry", __file__], "is not a folder"),
         (["--registry", __file__ + "/sub"], f"{__file__} is not a folder"),
     ],
@@ -335,3 +337,27 @@ def test_a_run_that_dies_before_training_leaves_the_request_waiting(
         command.run_once(command.resolve(parse("--registry", str(registry.root), "--once")), "test")
     assert runs.calls == 0
     assert registry.pending_request() is not None, "the next run serves it"
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({}, "twitter_topic_train.csv: no such file"),
+        (
+            {"twitter_topic_train.csv": b"foo,bar\n1,2\n"},
+            "twitter_topic_train.csv: no 'text' or 'label' column",
+        ),
+        ({"twitter_topic_train.csv": b"te\xffxt,label\n1,2\n"}, "not a readable CSV (UnicodeDecodeError"),
+    ],
+)
+def test_a_bad_data_dir_is_one_line_at_start(
+    files: dict[str, bytes], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It used to fail at the run's first read with a traceback (KeyError: 'text') and exit 1."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, content in files.items():
+        (data / name).write_bytes(content)
+    assert main(["retrain", "--once", "--registry", str(tmp_path / "r"), "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err

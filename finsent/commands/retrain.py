@@ -117,10 +117,17 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     if values["registry"] is None:
         raise UsageError("--registry (or `registry:` in --config) is required")
     check_folder_path(values["registry"], "--registry")
-    if values["gold_share"] > 100:
-        raise UsageError(f"gold_share must be in 1..100, got {values['gold_share']}")
-    if values["data_dir"] is not None and not values["data_dir"].is_dir():
-        raise UsageError(f"--data-dir {values['data_dir']}: not a folder")
+    if values["gold_share"] >= 100:  # all of it for the gold set leaves no row to train on
+        raise UsageError(f"gold_share must be in 1..99, got {values['gold_share']}")
+    if values["data_dir"] is not None:
+        from model.data import DataError, check_data_dir
+
+        if not values["data_dir"].is_dir():
+            raise UsageError(f"--data-dir {values['data_dir']}: not a folder")
+        try:
+            check_data_dir(values["data_dir"])
+        except DataError as error:
+            raise UsageError(f"--data-dir: {error}") from None
     if values["feedback_dir"] is not None and not values["feedback_dir"].is_dir():
         raise UsageError(f"--feedback-dir {values['feedback_dir']}: not a folder")
     if not args.once:

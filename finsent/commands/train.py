@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     """Validate options and train."""
     try:
         from model.base import default_base_dir
-        from model.data import DEFAULT_DATA_DIR
+        from model.data import DEFAULT_DATA_DIR, DataError, check_data_dir
         from model.train import train
         from model.train_config import TrainConfig, TrainSetupError
     except ImportError as error:
@@ -95,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     data_dir = args.data or DEFAULT_DATA_DIR
     if not data_dir.is_dir():
         raise UsageError(f"--data {data_dir}: not a folder")
+    try:
+        check_data_dir(data_dir)
+    except DataError as error:
+        raise UsageError(f"--data: {error}") from None
     config = TrainConfig(
         base_dir=base,
         data_dir=data_dir,
