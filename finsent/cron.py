@@ -29,6 +29,8 @@ def cron_weekdays(field: str) -> str:
             continue
         if not 0 <= first <= 7 or not 0 <= last <= 7:
             raise ValueError(f"day of week {token!r} out of range 0-7")
+        if last < first:
+            raise ValueError(f"day of week {token!r} runs backwards (for Friday to Monday write 5-7,1)")
         days.extend(WEEKDAY_NAMES[day] for day in range(first, last + 1, int(step) if step else 1))
     return ",".join(dict.fromkeys(days))
 

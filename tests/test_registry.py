@@ -176,6 +176,16 @@ def test_registry_that_is_a_file_is_a_one_line_error(
     assert f"registry {root} is not a folder" in one_line_error(capsys)
 
 
+@pytest.mark.parametrize("action", [["promote", "v1"], ["rollback"]])
+def test_promote_or_rollback_on_a_mistyped_registry_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], action: list[str]
+) -> None:
+    root = tmp_path / "regsitry"
+    assert main(["model", "--registry", str(root), *action]) == 2
+    assert f"registry {root}: no such folder" in one_line_error(capsys)
+    assert not root.exists()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

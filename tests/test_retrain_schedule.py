@@ -42,6 +42,8 @@ def test_settings_come_from_flags_over_the_config_file(tmp_path: Path) -> None:
     [
         ([], "--registry"),
         (["--registry", "r", "--schedule", "every sunday"], "not a crontab"),
+        (["--registry", "r", "--schedule", "0 3 * * 5-1"], "'5-1' runs backwards"),  # was "got 4 fields"
+        (["--registry", "r", "--schedule", "0 3 * * 9"], "'9' out of range 0-7"),
         (["--registry", "r", "--tolerance", "-1"], "--tolerance: must be at least 0"),
         (["--registry", "r", "--max-steps", "many"], "--max-steps: expected an integer"),
         (["--registry", "r", "--feedback-dir", "/no/such/dir"], "not a folder"),

@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     root = args.registry or (Path(os.environ[REGISTRY_ENV]) if os.environ.get(REGISTRY_ENV) else None)
     if root is None:
         raise UsageError(f"--registry (or ${REGISTRY_ENV}) is required")
+    if args.action in ("promote", "rollback") and not root.exists():
+        # Only an import may start a registry; a mistyped path would otherwise be created.
+        raise UsageError(f"registry {root}: no such folder")
     registry = ModelRegistry(root)
     try:
         if args.action == "list":
