@@ -15,6 +15,7 @@ from alerts.delivery import DeliveryError
 from alerts.engine import AlertEvent
 from alerts.subscriptions import Subscription
 from alerts.webhook import IDEMPOTENCY_HEADER
+from ingest.producer_health import close_producer, producer_is_broken
 
 
 def kafka_record(event: AlertEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
@@ -57,16 +58,27 @@ class KafkaSender:
         """Produce one record and wait up to the subscription's timeout for the acknowledgement."""
         key, value, headers = kafka_record(event)
         deadline = time.monotonic() + subscription.timeout_s
+        producer = None
         try:
             producer = self._get_producer(subscription.timeout_s)
             future = producer.send(subscription.topic, key=key, value=value, headers=headers)
             future.get(timeout=max(deadline - time.monotonic(), 0.001))
         except KafkaError as exc:
+            if producer is not None and producer_is_broken(producer):
+                # A restarted broker can leave the idempotent producer failing every record for good.
+                self._drop_producer(subscription.timeout_s, producer)
             raise DeliveryError(f"Kafka produce to {subscription.topic!r} failed: {exc!r}") from exc
+
+    def _drop_producer(self, timeout: float, producer: Any) -> None:
+        """Close a producer kafka-python gave up on; the next attempt creates a new one."""
+        with self._lock:
+            if self._producers.get(timeout) is producer:
+                del self._producers[timeout]
+        close_producer(producer)
 
     def close(self) -> None:
         """Flush and close the producers."""
         with self._lock:
             for producer in self._producers.values():
-                producer.close(timeout=5)
+                close_producer(producer)  # each send waited for its acknowledgement: nothing is queued
             self._producers.clear()
