@@ -399,13 +399,15 @@ class AlertEngine:
     ) -> AlertEvent:
         assert track.starts_at is not None
         evidence = Evidence.from_snapshot(snapshot)
-        labels = _labels(rule, track.topic)
+        # The labels it fired with: a repeat or resolve after the rule was edited (severity, labels)
+        # must still match the alert receivers hold, and reach the subscriptions the firing reached.
+        labels = dict(track.labels) if track.labels is not None else _labels(rule, track.topic)
         return AlertEvent(
             fingerprint=fingerprint(rule.name, track.topic),
             rule=rule.name,
             topic=track.topic,
             status=status,
-            severity=rule.severity,
+            severity=labels.get("severity", rule.severity),
             labels=labels,
             annotations=_annotations(rule, track.topic, evidence),
             starts_at=track.starts_at,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import reprlib
@@ -14,7 +15,11 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode
 from yaml.reader import ReaderError
 
-from monitor.config import parse_duration
+from model.labels import TOPIC_LABELS
+from monitor.config import OTHER_TOPIC, parse_duration
+
+# The topics an alert can be about: the model's labels, and the monitor's bucket for the rest.
+KNOWN_TOPICS: tuple[str, ...] = (*TOPIC_LABELS, OTHER_TOPIC)
 
 SEVERITIES = ("info", "warning", "critical")
 """Allowed severities, least severe first."""
@@ -268,6 +273,18 @@ class Fields:
         if len(set(value)) != len(value):
             self.fail(name, "contains duplicates")
         return tuple(value)
+
+    def topic_list(self, name: str) -> tuple[str, ...] | None:
+        """string_list of news topic labels the model gives (or ``other``); a typo would never match."""
+        topics = self.string_list(name)
+        for topic in topics or ():
+            if topic not in KNOWN_TOPICS:
+                close = difflib.get_close_matches(topic, KNOWN_TOPICS, n=1)
+                hint = (
+                    f"did you mean {close[0]!r}?" if close else f"one of {', '.join(map(repr, KNOWN_TOPICS))}"
+                )
+                self.fail(name, f"unknown topic {topic!r} ({hint})")
+        return topics
 
     def string_map(self, name: str, check_key: Callable[[str], str | None] | None = None) -> dict[str, str]:
         """A mapping of strings to strings (numbers are not coerced); ``check_key`` returns an error or None."""

@@ -119,6 +119,11 @@ def _label_problem(key: str) -> str | None:
     return None
 
 
+def _annotation_problem(key: str) -> str | None:
+    # Alertmanager refuses the whole alert (400) for an annotation name a label could not have.
+    return None if LABEL_NAME.match(key) else "not a valid annotation name (letters, digits and _)"
+
+
 def _template_problem(template: str) -> str | None:
     try:
         names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
@@ -146,14 +151,14 @@ def _parse_rule(item: object, index: int, source: str) -> Rule:
     surge_above = fields.number("surge_above", None)
     if rate_above is None and surge_above is None:
         fields.fail("rate_above", "a rule needs rate_above, surge_above or both")
-    annotations = fields.string_map("annotations")
+    annotations = fields.string_map("annotations", _annotation_problem)
     for key, template in annotations.items():
         problem = _template_problem(template)
         if problem:
             fields.fail(f"annotations.{key}", problem)
     return Rule(
         name=name,
-        topics=fields.string_list("topics"),
+        topics=fields.topic_list("topics"),
         window=window_label(int(window_seconds)),
         rate_above=rate_above,
         surge_above=surge_above,

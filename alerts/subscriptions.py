@@ -179,11 +179,16 @@ def _parse_subscription(item: object, index: int, source: str, reserved: Collect
                 fields.fail("secret_env", f"environment variable {variable} is not set (or empty)")
     elif kind == "alertmanager":
         url = _url(fields, "url", base=True).rstrip("/")
+        if url.endswith("/api/v2/alerts") or url.endswith("/api/v1/alerts"):
+            fields.fail(
+                "url",
+                f"give Alertmanager's base URL ({url.rsplit('/api/', 1)[0]}); finsent adds /api/v2/alerts",
+            )
         ttl = fields.duration("ttl", 0.0, positive=True, at_most=MAX_TTL) if fields.has("ttl") else None
     return Subscription(
         name=name,
         kind=kind,
-        topics=fields.string_list("topics"),
+        topics=fields.topic_list("topics"),
         min_severity=fields.string("min_severity", choices=SEVERITIES)
         if fields.has("min_severity")
         else None,

@@ -85,6 +85,15 @@ def rule_error(item: dict[str, Any], *extra: dict[str, Any]) -> str:
             "rule 'r': field 'window': must be whole seconds",
         ),
         ({"name": "r"}, "rule 'r': field 'rate_above': a rule needs rate_above, surge_above or both"),
+        # A typo never matched any window (the rule never fired); Alertmanager refused the annotation.
+        (
+            {"name": "r", "rate_above": 0.5, "topics": ["Energy|Oil"]},
+            "rule 'r': field 'topics': unknown topic 'Energy|Oil' (did you mean 'Energy | Oil'?)",
+        ),
+        (
+            {"name": "r", "rate_above": 0.5, "annotations": {"runbook-url": "x"}},
+            "rule 'r': field 'annotations.runbook-url': not a valid annotation name",
+        ),
         ({"name": "r", "rate_above": 1.5}, "rule 'r': field 'rate_above': 1.5 is outside"),
         ({"name": "r", "rate_above": True}, "rule 'r': field 'rate_above': expected a finite number"),
         ({"name": "r", "surge_above": ".nan"}, "field 'surge_above': expected a finite number"),
@@ -243,6 +252,14 @@ def test_secret_env_is_read_at_load_time(monkeypatch: pytest.MonkeyPatch) -> Non
     ("item", "expected"),
     [
         ({**HOOK, "url": "ftp://x"}, "subscription 'hook': field 'url': expected an http(s) URL"),
+        (
+            {**HOOK, "topics": ["Macro", "macro"]},
+            "field 'topics': unknown topic 'macro' (did you mean 'Macro'?)",
+        ),
+        (
+            {"name": "am", "kind": "alertmanager", "url": "http://am:9093/api/v2/alerts"},
+            "field 'url': give Alertmanager's base URL (http://am:9093); finsent adds /api/v2/alerts",
+        ),
         (
             {k: v for k, v in HOOK.items() if k != "secret"},
             "field 'secret': a webhook needs exactly one of secret or secret_env",

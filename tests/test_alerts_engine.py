@@ -328,6 +328,22 @@ def test_narrowing_a_rules_topics_resolves_its_firing_alert() -> None:
     assert restarted.evaluate([snap("Macro", end=140, rate=COLD_RATE)], 140) == []  # resolved once
 
 
+def test_editing_a_rules_severity_or_labels_keeps_them_on_its_firing_alert() -> None:
+    """A repeat and the resolve carry what the alert fired with: the resolve must match the alert
+    Alertmanager holds, and reach the subscriptions the firing reached (a critical-only pager)."""
+    _, engine, firing = firing_engine()
+    edited = [rule(topics=("Energy | Oil",), labels={"team": "desk"}, severity="warning", repeat_interval=60)]
+    restarted = AlertEngine(edited, state=json.loads(json.dumps(engine.to_state())))
+    (repeat,) = run(restarted, [(170, True)], topic="Energy | Oil")
+    (resolved,) = run(restarted, [(180, False)], topic="Energy | Oil")
+    for event in (repeat, resolved):
+        assert event.labels == firing.labels and event.labels["team"] == "oil"
+        assert event.severity == "critical"
+    assert (repeat.status, resolved.status) == ("firing", "resolved")
+    (refired,) = run(restarted, [(400, True)], topic="Energy | Oil")
+    assert refired.severity == "warning" and refired.labels["team"] == "desk", "a new firing takes the edit"
+
+
 def test_removing_a_rule_resolves_its_firing_alert_like_narrowing_it() -> None:
     _, engine, firing = firing_engine()
     restarted = AlertEngine([rule(name="other")], state=json.loads(json.dumps(engine.to_state())))
