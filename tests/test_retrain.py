@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from finsent.cli import main
+from model.data import SENTIMENT_FILES, TOPIC_FILE
 from model.registry import ModelRegistry
 
 pytest.importorskip("torch")
@@ -163,11 +164,14 @@ def test_a_failed_run_writes_a_report_and_keeps_the_champion(
 ) -> None:
     from model.manifest import DEFAULT_MODEL_DIR
 
-    empty_data = tmp_path / "no-data"
+    # Well-formed files without a row: past the start-up check, the run itself has nothing to train on.
+    empty_data = tmp_path / "no-rows"
     empty_data.mkdir()
+    for name in (TOPIC_FILE, *SENTIMENT_FILES):
+        (empty_data / name).write_text("text,label\n")
     registry_dir = tmp_path / "registry"
     assert main(["retrain", "--once", "--registry", str(registry_dir), "--data-dir", str(empty_data)]) == 1
-    assert "run failed: FileNotFoundError" in capsys.readouterr().err
+    assert "run failed: TrainSetupError" in capsys.readouterr().err
     registry = ModelRegistry(registry_dir)
     shipped_version = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())["version"]
     assert registry.current_version() == shipped_version, "an empty registry imports the shipped model first"

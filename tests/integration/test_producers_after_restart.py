@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from kafka.errors import KafkaError
@@ -44,39 +44,38 @@ def restart(broker: EmbeddedBroker) -> None:
     broker.start()
 
 
-def test_window_records_flow_again_after_a_broker_restart(broker: EmbeddedBroker) -> None:
-    sink = KafkaWindowsSink(KafkaSettings(broker.bootstrap), "news.windows")
+@pytest.fixture
+def sink(broker: EmbeddedBroker) -> Iterator[KafkaWindowsSink]:
+    """The monitor's window-record sink, with one record produced and acknowledged; closed afterwards."""
+    windows = KafkaWindowsSink(KafkaSettings(broker.bootstrap), "news.windows")
     try:
-        sink.send("Macro", {"topic": "Macro", "now": 1.0, "windows": []})
-        sink.flush()
-        restart(broker)
-
-        def send_one() -> None:
-            sink.send("Macro", {"topic": "Macro", "now": 2.0, "windows": []})
-            sink.flush()
-
-        retry_until_delivered(send_one, 45)
-        # Acknowledged means on the topic: a flush that swallowed failed records would pass above.
-        values = TopicReader(broker.bootstrap, "news.windows")
-        values.until(
-            lambda records: any(json.loads(r.value)["now"] == 2.0 for r in records), 15, "the record"
-        )
-        values.close()
+        send_window(windows, 1.0)
+        yield windows
     finally:
-        sink.close()
+        windows.close()
 
 
-def test_a_failed_window_record_is_reported_by_flush(broker: EmbeddedBroker) -> None:
-    sink = KafkaWindowsSink(KafkaSettings(broker.bootstrap), "news.windows")
-    try:
-        sink.send("Macro", {"topic": "Macro", "now": 1.0, "windows": []})
-        sink.flush()
-        broker.stop()
-        sink.send("Macro", {"topic": "Macro", "now": 2.0, "windows": []})
-        with pytest.raises(KafkaError):
-            sink.flush()
-    finally:
-        sink.close()
+def send_window(sink: KafkaWindowsSink, now: float) -> None:
+    """Produce one (empty) window record and wait for its acknowledgement."""
+    sink.send("Macro", {"topic": "Macro", "now": now, "windows": []})
+    sink.flush()
+
+
+def test_window_records_flow_again_after_a_broker_restart(
+    broker: EmbeddedBroker, sink: KafkaWindowsSink
+) -> None:
+    restart(broker)
+    retry_until_delivered(lambda: send_window(sink, 2.0), 45)
+    # Acknowledged means on the topic: a flush that swallowed failed records would pass above.
+    values = TopicReader(broker.bootstrap, "news.windows")
+    values.until(lambda records: any(json.loads(r.value)["now"] == 2.0 for r in records), 15, "the record")
+    values.close()
+
+
+def test_a_failed_window_record_is_reported_by_flush(broker: EmbeddedBroker, sink: KafkaWindowsSink) -> None:
+    broker.stop()
+    with pytest.raises(KafkaError):
+        send_window(sink, 2.0)
 
 
 def test_the_kafka_alert_subscription_delivers_again_after_a_broker_restart(broker: EmbeddedBroker) -> None:
