@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import io
 import random
@@ -22,11 +23,31 @@ RETRYABLE_4XX = (408, 429)
 
 
 class DeliveryError(Exception):
-    """A delivery attempt failed; ``permanent`` failures are not retried."""
+    """A delivery attempt failed; ``permanent`` failures are not retried.
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    ``retry_after``: seconds the receiver asked us to wait (its ``Retry-After`` header), if it said.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """A ``Retry-After`` header's wait in seconds (delta-seconds or an HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
 
 
 class Sender(Protocol):
@@ -167,7 +188,10 @@ def _post(request: urllib.request.Request, url: str, timeout: float) -> int:
         except (OSError, http.client.HTTPException):
             detail = ""
         permanent = 400 <= exc.code < 500 and exc.code not in RETRYABLE_4XX
-        raise DeliveryError(f"HTTP {exc.code} from {url}: {detail}", permanent=permanent) from exc
+        retry_after = retry_after_seconds(exc.headers.get("Retry-After"), time.time())
+        raise DeliveryError(
+            f"HTTP {exc.code} from {url}: {detail}", permanent=permanent, retry_after=retry_after
+        ) from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DeliveryError(f"POST {url} failed: {reason}") from exc

@@ -195,6 +195,11 @@ class Dispatcher:
             delay = jittered(
                 backoff_delay(attempts, subscription.backoff_initial_s, subscription.backoff_max_s), self._rng
             )
+            asked = exc.retry_after if isinstance(exc, DeliveryError) else None
+            if asked is not None:
+                # The receiver said when to come back (429/503 Retry-After); never sooner, and never
+                # later than backoff_max, so a bogus header cannot park the row for days.
+                delay = max(delay, min(asked, subscription.backoff_max_s))
             log.warning(
                 "alert notification %s to subscription %r failed (attempt %d), retrying in %.1fs: %s",
                 row.notification_key,

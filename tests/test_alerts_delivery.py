@@ -35,6 +35,7 @@ from alerts import (
     verify_signature,
     webhook_payload,
 )
+from alerts.delivery import retry_after_seconds
 from tests.test_alerts_engine import rule, snap
 
 SECRET = "test-secret"
@@ -52,6 +53,8 @@ class Receiver:
 
     statuses: list[int] = field(default_factory=list)
     delay_s: float = 0.0
+    retry_after: str | None = None
+    """Sent as Retry-After with every status other than 200."""
     requests: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
     port: int = 0
@@ -68,6 +71,8 @@ class Receiver:
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 try:
                     self.send_response(status)
+                    if status != 200 and receiver.retry_after is not None:
+                        self.send_header("Retry-After", receiver.retry_after)
                     self.send_header("Content-Length", "2")
                     self.end_headers()
                     self.wfile.write(b"ok")
@@ -227,6 +232,36 @@ def test_retries_with_backoff_until_delivered(receiver: Receiver, tmp_path: Path
     assert len({r.headers[IDEMPOTENCY_HEADER] for r in receiver.requests}) == 1
     assert [o[2] for o in observer.outcomes] == ["retry", "retry", "retry", "delivered"]
     assert observer.pending[-1] == 0
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "low", "high"),
+    [
+        ("120", 120.0, 120.0),  # the receiver's wait, past the 5-10 s backoff
+        ("3", 5.0, 10.0),  # shorter than the backoff: the backoff stands
+        ("86400", 600.0, 600.0),  # at most backoff_max
+        ("Sun, 06 Jan 2019 08:49:37 GMT", 5.0, 10.0),  # a date in the past: the backoff
+        ("soon", 5.0, 10.0),  # unreadable: ignored
+    ],
+)
+def test_a_receivers_retry_after_is_honoured_up_to_backoff_max(
+    receiver: Receiver, tmp_path: Path, retry_after: str, low: float, high: float
+) -> None:
+    receiver.statuses, receiver.retry_after = [429], retry_after
+    clock = Clock(time.time())  # an HTTP date is read against the wall clock
+    sub = hook(receiver.url, backoff_initial_s=10.0, backoff_max_s=600.0)
+    engine, event = fire()
+    with Dispatcher([sub], tmp_path / "outbox.db", clock=clock) as dispatcher:
+        dispatcher.record([event], engine.to_state())
+        assert dispatcher.deliver_due() == 0
+        (row,) = dispatcher.outbox.rows()
+    assert low - 1 <= row["next_attempt"] - clock.now <= high + 1
+
+
+def test_retry_after_as_an_http_date() -> None:
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", 1445412450.0) == pytest.approx(30.0)
+    assert retry_after_seconds(" 42 ", 0.0) == 42.0
+    assert retry_after_seconds("-5", 0.0) is None and retry_after_seconds(None, 0.0) is None
 
 
 def test_client_errors_are_permanent_and_logged(
