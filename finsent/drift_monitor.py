@@ -103,12 +103,11 @@ class DriftMonitor:
                     written = self.registry.request_retrain(f"{snapshot.task} prediction drift", details)
                 except OSError as error:
                     # Runs inside the classifier: raising here would dead-letter the batch it scored.
-                    self._request_failed(error)
+                    self._request_failed(self.registry.root, error)
                     continue
                 with self._lock:
-                    self._next_request_at = (
-                        self.clock() + self.request_cooldown
-                    )  # one already waiting speaks for us
+                    # Also when one was already waiting: it speaks for this version too.
+                    self._next_request_at = self.clock() + self.request_cooldown
                 if written:
                     self.metrics.retrain_requests_total.inc()
                     log.warning(
@@ -124,12 +123,12 @@ class DriftMonitor:
         with self._lock:
             return self._next_request_at is None or self.clock() >= self._next_request_at
 
-    def _request_failed(self, error: OSError) -> None:
+    def _request_failed(self, registry_root: Path, error: OSError) -> None:
         """Count and log a request that could not be written; try again after FAILED_REQUEST_RETRY_S."""
         self.metrics.errors_total.labels(kind="retrain_request").inc()
         log.warning(
             "cannot write the retrain request in %s (%s); scoring goes on, retrying in %.0fs",
-            self.registry.root if self.registry is not None else "?",
+            registry_root,
             error,
             FAILED_REQUEST_RETRY_S,
         )
