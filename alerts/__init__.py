@@ -1,7 +1,7 @@
 """Alerting: rules over monitor snapshots, the pending/firing/resolved lifecycle, and durable deliveries.
 
-``AlertEngine`` is pure (the caller passes the monitor's clock); ``Dispatcher`` owns a SQLite outbox and a
-delivery thread for webhook, Kafka and Alertmanager subscriptions. See README.md.
+``AlertEngine`` is pure (the caller passes the monitor's clock); ``Dispatcher`` owns a SQLite outbox and one
+delivery thread per webhook, Kafka or Alertmanager subscription. See README.md.
 """
 
 from alerts.alertmanager import AlertmanagerSender, alert_ttl, alertmanager_alert

@@ -1,4 +1,4 @@
-"""The Dispatcher: records notifications durably in the outbox and delivers them in a background thread."""
+"""The Dispatcher: records notifications durably in the outbox and delivers them, one thread per subscription."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +22,8 @@ from alerts.webhook import WebhookSender
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+UNCONFIGURED_KIND = "unconfigured"
+"""The ``kind`` reported for rows of a subscription no longer in the configuration."""
 
 
 class DeliveryObserver(Protocol):
@@ -33,12 +36,25 @@ class DeliveryObserver(Protocol):
         """Rows waiting for delivery now."""
 
 
+@dataclass
+class _Lane:
+    """One subscription's delivery: its own thread, so a slow receiver delays only its own notifications."""
+
+    subscription: Subscription
+    wake: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held for a pass, so the background thread and :meth:`Dispatcher.deliver_due` never send a row twice."""
+    thread: threading.Thread | None = None
+
+
 class Dispatcher:
     """Fans alert events out to matching subscriptions through a persistent SQLite outbox.
 
     Delivery is at least once per (subscription, notification key): a row is marked delivered only after
     the receiver acknowledged it, so a crash between the two sends it again, with the same
     ``Idempotency-Key`` for the receiver to drop. Rows of one alert on one subscription go out in order.
+    Each subscription is delivered by its own thread: a receiver that hangs until its timeout holds up
+    only its own rows.
     """
 
     def __init__(
@@ -55,8 +71,8 @@ class Dispatcher:
         poll_interval_s: float = 1.0,
         rng: random.Random | None = None,
     ) -> None:
-        self._subscriptions = {s.name: s for s in subscriptions}
-        if len(self._subscriptions) != len(subscriptions):
+        self._lanes = {s.name: _Lane(s) for s in subscriptions}
+        if len(self._lanes) != len(subscriptions):
             raise ValueError("subscription names must be unique")
         self._senders: dict[str, Sender] = {"webhook": WebhookSender(), "alertmanager": AlertmanagerSender()}
         if kafka_bootstrap is not None:
@@ -75,10 +91,8 @@ class Dispatcher:
         self._poll_interval_s = poll_interval_s
         self._rng = rng or random.Random()
         self._last_prune = -float("inf")
-        self._wake = threading.Event()
+        self._prune_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._deliver_lock = threading.Lock()
 
     @property
     def outbox(self) -> Outbox:
@@ -91,10 +105,15 @@ class Dispatcher:
         A notification key already queued for a subscription is ignored, so re-emitting events after a
         crash (the engine state was older than the outbox) does not notify twice.
         """
-        rows = [(s.name, event) for event in events for s in self._subscriptions.values() if s.matches(event)]
+        rows = [
+            (lane.subscription.name, event)
+            for event in events
+            for lane in self._lanes.values()
+            if lane.subscription.matches(event)
+        ]
         self._outbox.record(rows, engine_state, self._clock())
-        if rows:
-            self._wake.set()
+        for name in {name for name, _ in rows}:
+            self._lanes[name].wake.set()
         self._report_pending()
 
     def load_engine_state(self) -> dict[str, Any] | None:
@@ -103,7 +122,7 @@ class Dispatcher:
 
     def pending(self) -> int:
         """Notifications not yet delivered or given up on."""
-        return self._outbox.counts()["pending"]
+        return self._outbox.pending_count()
 
     def _report_pending(self) -> None:
         if self._observer is not None:
@@ -114,53 +133,67 @@ class Dispatcher:
             self._observer.notification(subscription.name, subscription.kind, outcome)
 
     def deliver_due(self) -> int:
-        """One synchronous pass over the rows that are due; how many were delivered."""
-        with self._deliver_lock:
-            delivered = self._deliver_pass()
+        """One synchronous pass over every subscription's due rows; how many were delivered."""
+        self._fail_unconfigured()
+        delivered = sum(self._deliver_lane(lane) for lane in self._lanes.values())
         self._report_pending()
         return delivered
 
-    def _deliver_pass(self) -> int:
+    def _fail_unconfigured(self) -> None:
+        """Give up on the rows of subscriptions removed from the configuration: nothing can deliver them."""
+        now = self._clock()
+        for name in self._outbox.pending_subscriptions() - self._lanes.keys():
+            while rows := self._outbox.due(name, float("inf")):
+                for row in rows:
+                    log.error(
+                        "alert notification %s for subscription %r given up: subscription no longer configured",
+                        row.notification_key,
+                        name,
+                    )
+                    self._outbox.failed(row.id, row.attempts, "subscription no longer configured", now)
+                    if self._observer is not None:
+                        self._observer.notification(name, UNCONFIGURED_KIND, "failed")
+
+    def _deliver_lane(self, lane: _Lane) -> int:
+        with lane.lock:
+            delivered = self._deliver_pass(lane.subscription)
+        self._prune_now_and_then()
+        return delivered
+
+    def _deliver_pass(self, subscription: Subscription) -> int:
         now = self._clock()
         delivered = 0
-        # A subscription that just failed with a retryable error is probably down: its other due rows
-        # wait for the same retry time instead of each burning a timeout in this pass.
-        down: dict[str, float] = {}
+        # After a retryable failure the receiver is probably down: the subscription's other due rows wait
+        # for the same retry time instead of each burning a timeout in this pass.
+        down_until: float | None = None
         # Every row handled ends delivered, failed or scheduled after `now` (even if the wall clock stepped
         # back meanwhile), so this loop ends; it goes on past the first batch because finishing a row makes
         # the next row of the same alert due.
-        while rows := self._outbox.due(now):
-            delivered += self._deliver_rows(rows, now, down)
-        if now - self._last_prune >= PRUNE_EVERY_S:
-            self._last_prune = now
-            self._outbox.prune(now - self._retention_s)
+        while rows := self._outbox.due(subscription.name, now):
+            for row in rows:
+                if row.event is None:
+                    log.error(
+                        "alert notification %s for subscription %r given up: %s",
+                        row.notification_key,
+                        subscription.name,
+                        row.error,
+                    )
+                    self._outbox.failed(row.id, row.attempts, row.error, now)
+                    self._observe(subscription, "failed")
+                elif down_until is not None:
+                    self._outbox.postpone(row.id, down_until)
+                else:
+                    outcome, down_until = self._attempt(subscription, row, row.event, now)
+                    if outcome == "delivered":
+                        delivered += 1
         return delivered
 
-    def _deliver_rows(self, rows: list[OutboxRow], now: float, down: dict[str, float]) -> int:
-        delivered = 0
-        for row in rows:
-            subscription = self._subscriptions.get(row.subscription)
-            if subscription is None or row.event is None:
-                why = "subscription no longer configured" if subscription is None else row.error
-                log.error(
-                    "alert notification %s for subscription %r given up: %s",
-                    row.notification_key,
-                    row.subscription,
-                    why,
-                )
-                self._outbox.failed(row.id, row.attempts, why, now)
-                if subscription is not None:
-                    self._observe(subscription, "failed")
-                continue
-            if subscription.name in down:
-                self._outbox.postpone(row.id, down[subscription.name])
-                continue
-            outcome, retry_at = self._attempt(subscription, row, row.event, now)
-            if outcome == "delivered":
-                delivered += 1
-            elif retry_at is not None:
-                down[subscription.name] = retry_at
-        return delivered
+    def _prune_now_and_then(self) -> None:
+        with self._prune_lock:
+            now = self._clock()
+            if now - self._last_prune >= PRUNE_EVERY_S:
+                self._last_prune = now
+                self._outbox.prune(now - self._retention_s)
 
     def _attempt(
         self, subscription: Subscription, row: OutboxRow, event: AlertEvent, pass_now: float
@@ -216,36 +249,52 @@ class Dispatcher:
         return "delivered", None
 
     def start(self) -> None:
-        """Start the background delivery thread (idempotent)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
+        """Start one background delivery thread per subscription (idempotent)."""
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="finsent-alert-delivery", daemon=True)
-        self._thread.start()
+        self._fail_unconfigured()
+        for lane in self._lanes.values():
+            if lane.thread is None or not lane.thread.is_alive():
+                lane.thread = threading.Thread(
+                    target=self._run,
+                    args=(lane,),
+                    name=f"finsent-alert-delivery-{lane.subscription.name}",
+                    daemon=True,
+                )
+                lane.thread.start()
 
-    def _run(self) -> None:
+    def _run(self, lane: _Lane) -> None:
+        name = lane.subscription.name
         while not self._stopping.is_set():
             try:
-                self.deliver_due()
-                next_due = self._outbox.next_due()
+                self._deliver_lane(lane)
+                self._report_pending()
+                next_due = self._outbox.next_due(name)
             except Exception:
-                log.exception("alert delivery pass failed")
+                log.exception("alert delivery pass for subscription %r failed", name)
                 next_due = None
             wait = self._poll_interval_s
             if next_due is not None:
                 wait = min(wait, max(next_due - self._clock(), 0.01))
-            self._wake.wait(wait)
-            self._wake.clear()
+            lane.wake.wait(wait)
+            lane.wake.clear()
 
     def stop(self, timeout: float = 10) -> None:
-        """Stop the delivery thread (waiting up to ``timeout`` for an attempt in flight) and close senders."""
+        """Stop the delivery threads (waiting up to ``timeout`` in all for attempts in flight) and close senders."""
         self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("alert delivery thread still busy after %.1fs", timeout)
-            self._thread = None
+        for lane in self._lanes.values():
+            lane.wake.set()
+        deadline = time.monotonic() + timeout
+        for lane in self._lanes.values():
+            if lane.thread is None:
+                continue
+            lane.thread.join(max(deadline - time.monotonic(), 0.0))
+            if lane.thread.is_alive():
+                log.warning(
+                    "alert delivery to subscription %r still busy after %.1fs",
+                    lane.subscription.name,
+                    timeout,
+                )
+            lane.thread = None
         for sender in self._senders.values():
             sender.close()
 

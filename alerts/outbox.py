@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS engine_state (
 # overtakes the firing one still being retried for the same alert.
 _DUE = """
 SELECT id, subscription, notification_key, event, created_at, attempts FROM outbox AS o
-WHERE status = 'pending' AND next_attempt <= ?
+WHERE status = 'pending' AND subscription = ? AND next_attempt <= ?
   AND id = (SELECT MIN(id) FROM outbox AS p
             WHERE p.status = 'pending' AND p.subscription = o.subscription AND p.fingerprint = o.fingerprint)
 ORDER BY id
@@ -74,7 +74,7 @@ def _decoded(
 
 
 class Outbox:
-    """The SQLite file; safe to share between the recording thread and the delivery thread."""
+    """The SQLite file; safe to share between the recording thread and the delivery threads."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -154,11 +154,17 @@ class Outbox:
             raise ValueError("saved alert engine state is not a JSON object")
         return state
 
-    def due(self, now: float, limit: int = 100) -> list[OutboxRow]:
-        """Rows whose next attempt is due, at most one per (subscription, alert), oldest first."""
+    def due(self, subscription: str, now: float, limit: int = 100) -> list[OutboxRow]:
+        """A subscription's rows whose next attempt is due, at most one per alert, oldest first."""
         with self._lock:
-            rows = self._db.execute(_DUE, (now, limit)).fetchall()
+            rows = self._db.execute(_DUE, (subscription, now, limit)).fetchall()
         return [_decoded(*row) for row in rows]
+
+    def pending_subscriptions(self) -> set[str]:
+        """Names of the subscriptions that have pending rows."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT subscription FROM outbox WHERE status = 'pending'")
+            return {str(name) for (name,) in rows.fetchall()}
 
     def _update(self, sql: str, params: tuple[Any, ...]) -> None:
         with self._lock:
@@ -198,10 +204,19 @@ class Outbox:
         counts.update({str(status): int(count) for status, count in rows})
         return counts
 
-    def next_due(self) -> float | None:
-        """Earliest next_attempt among pending rows, or None when nothing is pending."""
+    def pending_count(self) -> int:
+        """Rows waiting for delivery (an index lookup, unlike :meth:`counts`)."""
         with self._lock:
-            row = self._db.execute("SELECT MIN(next_attempt) FROM outbox WHERE status = 'pending'").fetchone()
+            (count,) = self._db.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()
+        return int(count)
+
+    def next_due(self, subscription: str) -> float | None:
+        """Earliest next_attempt among a subscription's pending rows, or None when it has none."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(next_attempt) FROM outbox WHERE status = 'pending' AND subscription = ?",
+                (subscription,),
+            ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     def rows(self) -> list[dict[str, Any]]:

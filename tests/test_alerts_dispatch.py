@@ -1,16 +1,17 @@
-"""The delivery pass under a wall clock that steps back, and with an outbox row that no longer decodes."""
+"""The delivery pass: a wall clock that steps back, undecodable rows, removed subscriptions, one thread each."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from alerts import AlertEvent, DeliveryError, Dispatcher, Subscription
 from alerts.outbox import OutboxRow
-from tests.test_alerts_delivery import Clock, Observer, fire, hook
+from tests.test_alerts_delivery import Clock, Observer, Receiver, fire, hook
 from tests.test_alerts_engine import snap
 
 
@@ -42,11 +43,11 @@ def test_a_clock_stepping_back_during_an_attempt_does_not_spin_the_pass(tmp_path
         due = d.outbox.due
         passes: list[float] = []
 
-        def counted_due(now: float, limit: int = 100) -> list[OutboxRow]:
+        def counted_due(subscription: str, now: float, limit: int = 100) -> list[OutboxRow]:
             passes.append(now)
             if len(passes) > 50:  # the bug: the same pass finds the same rows due forever
                 raise RuntimeError("the delivery pass does not end")
-            return due(now, limit)
+            return due(subscription, now, limit)
 
         d.outbox.due = counted_due  # type: ignore[method-assign]
         pass_now = clock.now
@@ -95,3 +96,67 @@ def test_one_undecodable_row_does_not_stop_the_others(
         assert "cannot decode" in broken["last_error"] and "'rule'" in broken["last_error"]
     assert sorted(observer.outcomes) == [("hook", "webhook", "delivered"), ("hook", "webhook", "failed")]
     assert any(first.notification_key in r.message and "cannot decode" in r.message for r in caplog.records)
+
+
+def test_a_receiver_that_hangs_does_not_delay_the_other_subscriptions(tmp_path: Path) -> None:
+    hanging, answering = Receiver(delay_s=6.0), Receiver()
+    hanging.start()
+    answering.start()
+    subscriptions = [
+        hook(hanging.url, name="hangs", timeout_s=4.0),  # first: its row is the older one in the outbox
+        hook(answering.url, name="answers"),
+    ]
+    engine, event = fire()
+    try:
+        with Dispatcher(subscriptions, tmp_path / "outbox.db") as dispatcher:
+            dispatcher.start()
+            recorded = time.monotonic()
+            dispatcher.record([event], engine.to_state())
+            while not answering.requests and time.monotonic() - recorded < 10:
+                time.sleep(0.01)
+            waited = time.monotonic() - recorded
+            assert answering.requests, "the answering receiver got nothing"
+            assert len(hanging.requests) == 1  # its attempt was in flight meanwhile
+            # One thread for both would send to the answering receiver only after the 4 s timeout.
+            assert waited < 2.0
+    finally:
+        hanging.stop()
+        answering.stop()
+
+
+def test_stop_ends_every_delivery_thread(tmp_path: Path) -> None:
+    names = ["a", "b", "c"]
+    with Dispatcher([hook("http://127.0.0.1:9/", name=n) for n in names], tmp_path / "outbox.db") as d:
+        d.start()
+        running = {t.name for t in threading.enumerate()}
+        assert {f"finsent-alert-delivery-{n}" for n in names} <= running
+        d.stop()
+        assert not [t for t in threading.enumerate() if t.name.startswith("finsent-alert-delivery-")]
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["deliver_due", "start"])
+def test_rows_of_a_removed_subscription_are_given_up_and_counted(
+    background: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine, event = fire()
+    db = tmp_path / "outbox.db"
+    kept, removed = hook("http://x/", name="kept"), hook("http://x/", name="removed")
+    with Dispatcher([kept, removed], db, clock=Clock(), senders={"webhook": Accepting()}) as d:
+        d.record([event], engine.to_state())  # stopped before delivering
+    sender, observer = Accepting(), Observer()
+    with (
+        caplog.at_level(logging.ERROR, logger="alerts"),
+        Dispatcher([kept], db, clock=Clock(), senders={"webhook": sender}, observer=observer) as d,
+    ):
+        if background:
+            d.start()
+            deadline = time.monotonic() + 10
+            while d.pending() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        else:
+            assert d.deliver_due() == 1
+        statuses = {row["subscription"]: row["status"] for row in d.outbox.rows()}
+    assert statuses == {"kept": "delivered", "removed": "failed"}
+    assert sender.sent == [event.notification_key]
+    assert ("removed", "unconfigured", "failed") in observer.outcomes
+    assert any("no longer configured" in r.message for r in caplog.records)
