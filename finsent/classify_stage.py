@@ -31,6 +31,7 @@ def load_engine(config: ServiceConfig, model_dir: Path | None = None) -> Engine:
             variant=config.variant,
             device=cast(Any, config.device),  # validated against the same choices
             threads=config.threads,
+            max_tokens=config.max_tokens,
             # Idle ORT threads spin by default and then steal the core the Kafka loop needs
             # (e2e through tansu: 180-189 msg/s spinning, 188-215 not; bench/e2e_throughput.py).
             spin=False,

@@ -54,6 +54,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", str, "auto", "where to run the model", choices=("auto", "cpu", "cuda")),
     Option("threads", int, 0, "ONNX Runtime intra-op threads (0: all cores)", minimum=0, maximum=256),
     Option(
+        "max_tokens",
+        int,
+        None,
+        "token budget per text: a longer text is scored on its first tokens (at most the graph's positions)",
+        minimum=8,
+        shown_default="the model's, 128",
+    ),
+    Option(
         "security_protocol",
         str,
         "PLAINTEXT",
@@ -160,6 +168,7 @@ class ServiceConfig:
     variant: str
     device: str
     threads: int
+    max_tokens: int | None
     security_protocol: str
     sasl_mechanism: str | None
     sasl_username: str | None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest import loads_strict, parse_rfc3339
+from ingest.contract import TEXT_FIELDS, first_visible_text
 
 
 def event_time_of(record: Mapping[str, Any], kafka_timestamp_ms: int | None) -> float:
@@ -54,7 +55,8 @@ def parse_scored(value: bytes | None, kafka_timestamp_ms: int | None) -> ScoredF
     p_negative = scores.get("negative") if isinstance(scores, dict) else None
     if isinstance(p_negative, bool) or not isinstance(p_negative, int | float):
         raise ValueError("sentiment_scores.negative missing or not a number")
-    headline = record.get("headline") or record.get("text") or ""
+    # The text the classifier scored, so a blank headline shows the text.
+    headline = first_visible_text(record.get(name) for name in TEXT_FIELDS) or ""
     return ScoredFields(
         id=str(message_id),
         topic=str(topic),

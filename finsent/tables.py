@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from finsent.errors import UsageError, first_line
-from ingest.contract import TEXT_FIELDS
+from ingest.contract import TEXT_FIELDS, first_visible_text
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def row_texts(table: Table) -> list[str]:
                     f"{table.path}: {table.where(index)}: {name!r} is a JSON {_json_kind(value)}, "
                     "not a string"
                 )
-        texts.append(next((value for value in values if isinstance(value, str) and value.strip()), ""))
+        texts.append(first_visible_text(values) or "")
     return texts
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
@@ -89,9 +92,27 @@ def _finite_float(text: str) -> float:
     raise ValueError(f"the number {text[:40]} is out of range")
 
 
+# Digits of the largest integer a double can hold (1.8e308); checked on the text, since CPython refuses
+# to convert more than 4,300 digits at all, with advice meant for Python programmers.
+_MAX_INT_DIGITS = 309
+
+
+def _float_sized_int(text: str) -> int:
+    if len(text.lstrip("-")) <= _MAX_INT_DIGITS:
+        value = int(text)
+        try:
+            float(value)
+            return value
+        except OverflowError:
+            pass
+    raise ValueError(f"the number {text[:40]} is out of range")
+
+
 def loads_strict(text: str) -> Any:
     """Parse RFC 8259 JSON only: NaN, Infinity and numbers too large for a float are errors."""
-    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    return json.loads(
+        text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_float_sized_int
+    )
 
 
 def has_lone_surrogate(value: Any, text: str) -> bool:
@@ -136,11 +157,23 @@ def _text_of(payload: dict[str, Any]) -> str | Invalid:
         value = payload.get(name)
         if value is not None and not isinstance(value, str):
             return Invalid(InvalidReason.WRONG_TYPE, f"{name} must be a string, got {type(value).__name__}")
-    for name in TEXT_FIELDS:
-        value = payload.get(name)
-        if isinstance(value, str) and value.strip():
-            return value
-    return Invalid(InvalidReason.MISSING_TEXT, "a non-empty 'headline' (or 'text') is required")
+    text = first_visible_text(payload.get(name) for name in TEXT_FIELDS)
+    if text is None:
+        return Invalid(InvalidReason.MISSING_TEXT, "a non-empty 'headline' (or 'text') is required")
+    return text
+
+
+def first_visible_text(values: Iterable[object]) -> str | None:
+    """The first value that is a string with visible text (the headline, else the text), or None."""
+    return next((value for value in values if isinstance(value, str) and has_visible_text(value)), None)
+
+
+def has_visible_text(value: str) -> bool:
+    """Whether a text shows anything once HTML entities are decoded (not only spaces, format or control characters).
+
+    ``&nbsp;`` or a zero-width space passes ``str.strip`` but reaches the model as an empty text.
+    """
+    return any(unicodedata.category(char)[0] not in "ZC" for char in html.unescape(value))
 
 
 def validate(payload: Any) -> NewsItem | Invalid:

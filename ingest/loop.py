@@ -36,7 +36,7 @@ from ingest.loop_settings import LoopSettings
 from ingest.observer import NullObserver, Observer
 from ingest.offsets import OffsetTracker, Partition
 from ingest.producer_health import close_producer, replacement_reason
-from ingest.scored import Classifier
+from ingest.scored import Classifier, usable_timestamp_ms
 from ingest.sender import DeliveryFailed, Sender
 from ingest.stalled_join import rejoin_if_stalled
 from ingest.stopping import StopRequest
@@ -253,7 +253,7 @@ class StreamLoop:
         """Buffer one polled record for classification, or dead-letter it; then count it as consumed."""
         partition = Partition(record.topic, record.partition)
         self._tracker.polled(partition, record.offset)
-        timestamp = record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None
+        timestamp = usable_timestamp_ms(record.timestamp)
         result = decode(record.value, self.settings.max_message_bytes)
         if isinstance(result, Invalid):
             source = Source(record.topic, record.partition, record.offset, timestamp, record.key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ingest.contract import NewsItem
@@ -15,9 +15,24 @@ Classifier = Callable[[Sequence[str]], Sequence[Mapping[str, Any]]]
 RESULT_FIELDS = ("topic", "topic_score", "sentiment", "sentiment_scores")
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z, the last instant RFC 3339 (four-digit years) can write."""
+
+
+def usable_timestamp_ms(timestamp_ms: int | None) -> int | None:
+    """A Kafka record timestamp, or None when it is absent (-1) or outside what RFC 3339 can write.
+
+    Kafka accepts any CreateTime, e.g. microseconds from a misconfigured producer (year 55,000).
+    """
+    if timestamp_ms is None or not 0 <= timestamp_ms <= MAX_TIMESTAMP_MS:
+        return None
+    return timestamp_ms
+
+
 def rfc3339_from_ms(timestamp_ms: int) -> str:
-    """An epoch-milliseconds timestamp as RFC 3339 UTC."""
-    moment = datetime.fromtimestamp(timestamp_ms / 1000.0, tz=UTC)
+    """An epoch-milliseconds timestamp (0 to MAX_TIMESTAMP_MS) as RFC 3339 UTC, exact to the millisecond."""
+    moment = EPOCH + timedelta(milliseconds=timestamp_ms)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -36,10 +51,11 @@ def scored_record(
     kafka_timestamp_ms: int | None,
     scored_at: str,
 ) -> dict[str, Any]:
-    """The scored message: input fields (published_at filled from Kafka time) plus the model output."""
+    """The scored message: input fields (published_at filled from Kafka time, else null) plus the model output."""
     record = dict(item.fields)
-    if record.get("published_at") is None and kafka_timestamp_ms is not None and kafka_timestamp_ms >= 0:
-        record["published_at"] = rfc3339_from_ms(kafka_timestamp_ms)
+    if record.get("published_at") is None:
+        timestamp_ms = usable_timestamp_ms(kafka_timestamp_ms)
+        record["published_at"] = None if timestamp_ms is None else rfc3339_from_ms(timestamp_ms)
     record["topic"] = str(result["topic"])
     record["topic_score"] = round(float(result["topic_score"]), 6)
     record["sentiment"] = str(result["sentiment"])

@@ -85,14 +85,23 @@ class Sender:
         self._sent.clear()
 
     def send_scored(self, pending: Pending, result: Mapping[str, Any], scored_at: str) -> None:
-        """Produce the scored record of one classified message (dead-lettered if it is too large)."""
-        record = scored_record(
-            pending.item,
-            result,
-            model_version=self.settings.model_version,
-            kafka_timestamp_ms=pending.timestamp_ms,
-            scored_at=scored_at,
-        )
+        """Produce the scored record of one classified message (dead-lettered if it is too large or cannot be built)."""
+        try:
+            record = scored_record(
+                pending.item,
+                result,
+                model_version=self.settings.model_version,
+                kafka_timestamp_ms=pending.timestamp_ms,
+                scored_at=scored_at,
+            )
+        except Exception as exc:  # one record's oddity must not stop the stream and replay it forever
+            source = pending.source()
+            log.exception(
+                "cannot build the scored record of %s:%d@%d", source.topic, source.partition, source.offset
+            )
+            detail = f"cannot build the scored record: {exc!r}"[:300]
+            self.send_dead_letter(Invalid(InvalidReason.CLASSIFY_FAILED, detail), pending.raw, source)
+            return
         label = record["topic"]
 
         def dead_letter(why: str) -> None:

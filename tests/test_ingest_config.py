@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from finsent.classify_stage import load_engine
 from finsent.cli import main
 from finsent.config import OPTIONS, load_config
 from finsent.errors import UsageError
@@ -159,3 +160,10 @@ def test_cli_reports_a_missing_config_file(capsys: pytest.CaptureFixture[str], t
 def test_a_missing_config_file_named_by_the_environment_says_so(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="FINSENT_CONFIG: no such file"):
         load_config({}, None, {"FINSENT_CONFIG": str(tmp_path / "none.yaml")})
+
+
+def test_the_services_token_budget_reaches_the_engine_and_is_checked_against_the_graph() -> None:
+    assert load_engine(load_config({}, None, environ={})).max_tokens == 128  # the manifest's
+    assert load_engine(load_config({}, None, {"FINSENT_MAX_TOKENS": "256"})).max_tokens == 256
+    with pytest.raises(UsageError, match="max_tokens 600 is more than the 512 positions"):
+        load_engine(load_config({"max_tokens": "600"}, None, environ={}))

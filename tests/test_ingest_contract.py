@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -140,11 +141,47 @@ def test_timestamps_that_are_not_rfc3339_are_bad_timestamps(stamp: str) -> None:
         b'{"id": "x", "headline": "h", "score": Infinity}',
         b'{"id": "x", "headline": "h", "score": -Infinity}',
         b'{"id": "x", "headline": "h", "score": 1e999}',  # valid JSON, but no float holds it
+        b'{"id": "x", "headline": "h", "score": 2' + b"0" * 308 + b"}",  # an integer past 1.8e308
+        b'{"id": "x", "headline": "h", "score": -' + b"9" * 400 + b"}",
+        b'{"id": "x", "headline": "h", "score": ' + b"9" * 5000 + b"}",  # past CPython's digit limit
     ],
+    ids=["nan", "infinity", "-infinity", "1e999", "2e308-integer", "400-digits", "5000-digits"],
 )
 def test_numbers_that_json_cannot_carry_are_not_json(payload: bytes) -> None:
     result = decode(payload)
     assert isinstance(result, Invalid) and result.reason == InvalidReason.NOT_JSON
+    assert "out of range" in result.detail or "not a JSON value" in result.detail
+    assert "set_int_max_str_digits" not in result.detail  # advice for Python programmers, not senders
+
+
+def test_the_largest_integers_a_float_holds_are_accepted() -> None:
+    largest = int(sys.float_info.max)
+    result = decode(b'{"id": "x", "headline": "h", "n": [%d, %d]}' % (largest, -largest))
+    assert isinstance(result, NewsItem) and result.fields["n"] == [largest, -largest]
+
+
+@pytest.mark.parametrize(
+    ("headline", "text", "expected"),
+    [
+        ("&nbsp;", "Shares crash after fraud probe", "Shares crash after fraud probe"),
+        ("&#32;&zwnj;", "Shares crash", "Shares crash"),
+        ("\u200b\u200b", "Shares crash", "Shares crash"),  # zero-width spaces
+        ("\u00a0\t\n", "Shares crash", "Shares crash"),
+        ("\U0001f4c9", "Shares crash", "\U0001f4c9"),  # an emoji is visible text
+        ("Oil &amp; gas rally", "Shares crash", "Oil &amp; gas rally"),  # kept as sent; the model unescapes
+    ],
+)
+def test_a_headline_with_nothing_visible_falls_back_to_the_text(
+    headline: str, text: str, expected: str
+) -> None:
+    result = decode(encode({"id": "x", "headline": headline, "text": text}))
+    assert isinstance(result, NewsItem) and result.text == expected
+
+
+@pytest.mark.parametrize("blank", ["&nbsp;", "\u200b", "&#8203; &zwnj;", "\u2028"])
+def test_nothing_visible_in_either_field_is_missing_text(blank: str) -> None:
+    result = decode(encode({"id": "x", "headline": blank, "text": blank}))
+    assert isinstance(result, Invalid) and result.reason == InvalidReason.MISSING_TEXT
 
 
 @pytest.mark.parametrize(

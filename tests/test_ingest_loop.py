@@ -258,6 +258,48 @@ def committed_to_end(consumer: FakeConsumer) -> Callable[[], bool]:
 # ------------------------------------------------------------------ records too large to produce
 
 
+@pytest.mark.parametrize(
+    "timestamp", [253_402_300_800_000, 1_700_000_000_000_000], ids=["year-10000", "microseconds"]
+)
+def test_a_kafka_timestamp_past_year_9999_is_scored_without_it_and_the_stream_goes_on(
+    clients: Callable[..., Clients], timestamp: int
+) -> None:
+    """Kafka accepts any CreateTime; writing it as published_at raised and stopped the loop on every restart."""
+    consumer = FakeConsumer({0: [(None, message("future")), (None, message("after"))]})
+    consumer.logs[0][0].timestamp = timestamp
+    made = clients(consumer)
+    running = Running(StreamLoop(fast(), KafkaSettings("x:1"), neutral))
+    running.until(committed_to_end(made.consumer), 5, "both records committed")
+    running.stop()
+    (producer,) = made.producers
+    scored = producer.values("news.scored")
+    assert [(v["id"], v["published_at"]) for v in scored] == [
+        ("future", None),
+        ("after", "2023-11-14T22:13:20.000Z"),
+    ]
+    assert producer.values("news.dlq") == []
+
+
+def test_a_scored_record_that_cannot_be_built_is_dead_lettered_and_the_stream_goes_on(
+    clients: Callable[..., Clients],
+) -> None:
+    def odd_for_one(texts: Sequence[str]) -> list[dict[str, Any]]:
+        results = neutral(texts)
+        for text, result in zip(texts, results, strict=True):
+            if text == "odd":
+                result["topic_score"] = "high"  # present, so the classifier check passes, but no number
+        return results
+
+    made = clients(FakeConsumer({0: [(None, message("a", "odd")), (None, message("b"))]}))
+    running = Running(StreamLoop(fast(), KafkaSettings("x:1"), odd_for_one))
+    running.until(committed_to_end(made.consumer), 5, "both records committed")
+    running.stop()
+    (producer,) = made.producers
+    assert [v["id"] for v in producer.values("news.scored")] == ["b"]
+    (letter,) = producer.values("news.dlq")
+    assert letter["reason"] == "classify_failed" and "cannot build the scored record" in letter["detail"]
+
+
 def test_a_payload_the_settings_accept_is_scored_even_past_the_client_default_request_size(
     clients: Callable[..., Clients],
 ) -> None:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from ingest import Invalid, InvalidReason, NewsItem, scored_record
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingest import Invalid, InvalidReason, NewsItem, parse_rfc3339, scored_record
 from ingest.loop import classify_safely
+from ingest.scored import MAX_TIMESTAMP_MS, rfc3339_from_ms
 
 
 def result(topic: str = "Earnings") -> dict[str, Any]:
@@ -27,6 +33,31 @@ def test_scored_record_keeps_input_fields_and_adds_the_model_output() -> None:
     assert record["topic"] == "Earnings" and record["sentiment"] == "negative"
     assert record["sentiment_scores"] == {"negative": 0.7, "neutral": 0.2, "positive": 0.1}
     assert record["model_version"] == "v1" and record["scored_at"] == "now"
+
+
+@pytest.mark.parametrize(
+    "timestamp_ms",
+    [None, -1, MAX_TIMESTAMP_MS + 1, 1_700_000_000_000_000],  # the last: microseconds, year 55,840
+    ids=["none", "absent", "year-10000", "microseconds"],
+)
+def test_a_kafka_timestamp_rfc3339_cannot_write_leaves_published_at_null(timestamp_ms: int | None) -> None:
+    item = NewsItem("a", "Shares fall", {"id": "a", "headline": "Shares fall"})
+    record = scored_record(item, result(), model_version="v1", kafka_timestamp_ms=timestamp_ms, scored_at="t")
+    assert "published_at" in record and record["published_at"] is None
+
+
+def test_the_last_writable_millisecond_is_written_exactly() -> None:
+    assert rfc3339_from_ms(MAX_TIMESTAMP_MS) == "9999-12-31T23:59:59.999Z"  # a float division gave .998
+
+
+@given(st.integers(min_value=0, max_value=MAX_TIMESTAMP_MS))
+def test_a_kafka_timestamp_round_trips_through_rfc3339(timestamp_ms: int) -> None:
+    parsed = parse_rfc3339(rfc3339_from_ms(timestamp_ms))
+    assert parsed is not None
+    assert (parsed - datetime(1970, 1, 1, tzinfo=UTC)) // _MS == timestamp_ms
+
+
+_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def test_a_given_published_at_is_kept_and_input_cannot_spoof_model_fields() -> None:
