@@ -238,7 +238,11 @@ class MonitorStage(ConsumerStage):
         timestamp = record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None
         try:
             fields = parse_scored(record.value, timestamp)
-            self._evaluate_if_event_time_passed(fields.event_time)
+            now = self._wall()
+            if not self.monitor.too_far_ahead(fields.event_time, now):
+                # A record stamped 2099 does not move event time: it neither triggers an evaluation nor
+                # sets where the next one is due.
+                self._evaluate_if_event_time_passed(fields.event_time)
             observation = self.monitor.observe(
                 fields.id,
                 fields.topic,
@@ -246,7 +250,7 @@ class MonitorStage(ConsumerStage):
                 fields.p_negative,
                 fields.event_time,
                 fields.headline,
-                now=self._wall(),
+                now=now,
             )
         except (ValueError, TypeError, OverflowError) as error:
             self.malformed.inc()

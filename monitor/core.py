@@ -61,6 +61,7 @@ class Monitor:
         self._baselines: dict[str, RateBaseline] = {}
         self._known = frozenset(self.config.topics or ())
         self._max_event_time: float | None = None
+        self._topic_max_event_time: dict[str, float] = {}
         self._counts = {outcome: 0 for outcome in Outcome}
         self._clamped = 0
 
@@ -71,10 +72,28 @@ class Monitor:
 
     @property
     def watermark(self) -> float | None:
-        """Event time before which messages are dropped as late (latest event time minus lateness)."""
+        """Latest event time minus lateness: buckets before it are final and feed the baselines.
+
+        Whether a message is late is judged against its own topic's latest event time
+        (:meth:`topic_watermark`), not this.
+        """
         if self._max_event_time is None:
             return None
         return self._max_event_time - self.config.allowed_lateness
+
+    def topic_watermark(self, topic: str) -> float | None:
+        """Event time before which a message of ``topic`` (a bounded label) is dropped as late.
+
+        Per topic, because news.scored is keyed by topic label: a topic's messages arrive in order
+        within their partition, but a backlog arrives one partition after another, so one watermark
+        for all would make every partition read after the first late.
+        """
+        latest = self._topic_max_event_time.get(topic)
+        return None if latest is None else latest - self.config.allowed_lateness
+
+    def too_far_ahead(self, event_time: float, now: float) -> bool:
+        """Whether an event time lies beyond ``max_future_skew`` ahead of processing time ``now`` (so is wrong)."""
+        return event_time > now + self.config.future_skew
 
     @property
     def counters(self) -> MonitorCounters:
@@ -130,7 +149,7 @@ class Monitor:
             raise ValueError(f"event_time must be finite, got {event_time!r}")
 
         clamped = False
-        if now is not None and event_time > now + self.config.future_skew:
+        if now is not None and self.too_far_ahead(event_time, now):
             # The timestamp is wrong. The stream's latest event time is the best guess of where the
             # message belongs; processing time is not: in a backlog it would make the rest late.
             event_time = now if self._max_event_time is None else self._max_event_time
@@ -138,15 +157,19 @@ class Monitor:
             self._clamped += 1
         bounded = self.topic_label(topic)
 
-        watermark = self.watermark
+        watermark = self.topic_watermark(bounded)
         if message_id in self._dedupe:
             outcome = Outcome.DUPLICATE
-        elif watermark is not None and event_time < watermark:
+        elif (watermark is not None and event_time < watermark) or self._store.expired(event_time):
+            # The second: another topic's messages moved event time on, and this one is older than
+            # every window now.
             outcome = Outcome.LATE
         else:
             outcome = Outcome.APPLIED
             if not clamped:
                 self._advance(event_time)
+                if event_time > self._topic_max_event_time.get(bounded, -math.inf):
+                    self._topic_max_event_time[bounded] = event_time
             if bounded not in self._baselines:
                 self._baselines[bounded] = RateBaseline(
                     self.config.baseline_half_life,
@@ -178,8 +201,14 @@ class Monitor:
         if previous is not None:
             first = math.floor((previous - self.config.allowed_lateness) / bucket)
             self._feed_baselines(first, closed, math.floor(previous / bucket))
-        self._store.expire(math.floor(watermark / bucket) - self.config.longest_horizon // bucket + 1)
+        self._store.expire(self._oldest_bucket_kept(event_time))
         self._dedupe.expire(event_time - self.config.dedupe_seconds)
+
+    def _oldest_bucket_kept(self, max_event_time: float) -> int:
+        """The first bucket of the longest window ending at the watermark: older ones count nowhere."""
+        bucket = self.config.bucket_seconds
+        watermark = max_event_time - self.config.allowed_lateness
+        return math.floor(watermark / bucket) - self.config.longest_horizon // bucket + 1
 
     def _feed_baselines(self, first: int, last: int, newest: int) -> None:
         """Sample the reference window ending at each newly closed bucket ``first..last``.
@@ -244,6 +273,7 @@ class Monitor:
         return {
             "version": STATE_VERSION,
             "max_event_time": self._max_event_time,
+            "topic_max_event_time": dict(sorted(self._topic_max_event_time.items())),
             "windows": self._store.to_state(),
             "dedupe": self._dedupe.to_state(),
             "baselines": {topic: b.to_state() for topic, b in sorted(self._baselines.items())},
@@ -276,6 +306,12 @@ class Monitor:
             monitor._max_event_time = float(max_event_time)
             if not math.isfinite(monitor._max_event_time):
                 raise ValueError(f"max_event_time must be finite, got {max_event_time!r}")
+        # Absent from checkpoints written before lateness was per topic: each topic's next message
+        # then starts its watermark.
+        for topic, latest in state.get("topic_max_event_time", {}).items():
+            monitor._topic_max_event_time[str(topic)] = float(latest)
+            if not math.isfinite(monitor._topic_max_event_time[str(topic)]):
+                raise ValueError(f"topic_max_event_time of {topic!r} must be finite, got {latest!r}")
         if int(state["windows"]["bucket_seconds"]) == cfg.bucket_seconds:
             monitor._store = WindowStore.from_state(state["windows"], cfg.top_k)
         else:
@@ -284,6 +320,8 @@ class Monitor:
                 state["windows"]["bucket_seconds"],
                 cfg.bucket_seconds,
             )
+        if monitor._max_event_time is not None:
+            monitor._store.expire(monitor._oldest_bucket_kept(monitor._max_event_time))
         monitor._dedupe = DedupeMemory.from_state(state["dedupe"], cfg.dedupe_max_ids)
         for topic, saved in state["baselines"].items():
             baseline = RateBaseline.from_state(saved)

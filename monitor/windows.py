@@ -109,6 +109,10 @@ class WindowStore:
         candidates = (h for bucket in self._range(topic, first, last) for h in bucket.top)
         return tuple(heapq.nlargest(k, candidates))
 
+    def expired(self, event_time: float) -> bool:
+        """Whether ``event_time`` falls in a bucket already forgotten (older than every window)."""
+        return self.index(event_time) < self._expired_below
+
     def expire(self, before: int) -> None:
         """Forget buckets with index below ``before``."""
         if before <= self._expired_below:

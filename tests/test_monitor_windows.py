@@ -195,6 +195,36 @@ def test_ids_are_forgotten_after_the_retention_and_under_the_cap() -> None:
     assert sum(len(ids) for _, ids in capped.to_state()["dedupe"]["buckets"]) == 3
 
 
+def test_a_backlog_read_one_topic_after_another_is_not_late() -> None:
+    """news.scored is keyed by topic, and a consumer hands a backlog over one partition at a time."""
+    monitor = Monitor(CONFIG)
+    macro = [Event(f"m{i}", "Macro", True, 0.9, T0 + i) for i in range(0, 100, 5)]
+    energy = [Event(f"e{i}", "Energy | Oil", False, 0.1, T0 + i) for i in range(0, 100, 5)]
+    assert {observe(monitor, event) for event in macro + energy} == {Outcome.APPLIED}
+    snaps = by_key(monitor.snapshot(T0 + 99))
+    assert snaps[("Macro", "2m")].volume == snaps[("Energy | Oil", "2m")].volume == 20
+    # Within a topic, lateness still holds.
+    assert observe(monitor, Event("old", "Energy | Oil", True, 0.9, T0 + 95 - 30.1)) is Outcome.LATE
+    assert monitor.topic_watermark("Energy | Oil") == T0 + 95 - 30
+    assert monitor.topic_watermark("IPO") is None
+    # Older than every window (2 min + lateness behind the stream's latest event time): late for any topic.
+    observe(monitor, Event("new", "Macro", True, 0.9, T0 + 400))
+    assert observe(monitor, Event("ancient", "IPO", True, 0.9, T0 + 400 - 120 - 30 - 10.1)) is Outcome.LATE
+    assert observe(monitor, Event("recent", "IPO", True, 0.9, T0 + 400 - 120)) is Outcome.APPLIED
+
+
+def test_topic_watermarks_survive_a_checkpoint() -> None:
+    monitor = Monitor(CONFIG)
+    observe(monitor, Event("a", "Macro", True, 0.9, T0 + 100))
+    observe(monitor, Event("b", "IPO", True, 0.9, T0 + 10))
+    restored = Monitor.from_state(monitor.to_state(), CONFIG)
+    assert observe(restored, Event("late", "Macro", True, 0.9, T0 + 60)) is Outcome.LATE
+    assert observe(restored, Event("ok", "IPO", True, 0.9, T0 + 60)) is Outcome.APPLIED
+    older = monitor.to_state()
+    del older["topic_max_event_time"]  # a checkpoint written before lateness was per topic
+    assert observe(Monitor.from_state(older, CONFIG), Event("c", "Macro", True, 0.9, T0)) is Outcome.APPLIED
+
+
 def test_future_event_time_is_clamped_to_the_latest_event_time() -> None:
     monitor = Monitor(CONFIG)
     observation = monitor.observe("f", "Macro", "negative", 0.9, T0 + 10_000, "h", now=T0)

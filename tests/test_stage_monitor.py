@@ -332,6 +332,32 @@ def test_a_fast_replay_is_evaluated_every_bucket_of_event_time(tmp_path: Path) -
     assert all(b - a <= 10 for a, b in itertools.pairwise(evaluated_at))
 
 
+@pytest.mark.parametrize("where", ["first", "after ten"])
+def test_records_stamped_far_ahead_neither_trigger_evaluations_nor_stop_them(
+    tmp_path: Path, where: str
+) -> None:
+    sink = ListSink()
+    wall = FakeWall(1_767_229_200.0)  # 2026-01-01T01:00Z: the replay below is an hour old, 2099 is ahead
+    stage = MonitorStage(stage_config(tmp_path), CollectorRegistry(), sink=sink, wall=wall)
+    evaluations: list[float | None] = []
+    evaluate = stage.evaluate
+
+    def counted() -> list[WindowSnapshot]:
+        evaluations.append(stage.clock.now())
+        return evaluate()
+
+    stage.evaluate = counted  # type: ignore[method-assign]
+    stamps = [f"2026-01-01T00:{index // 12:02d}:{(index % 12) * 5:02d}Z" for index in range(120)]
+    future = ["2099-01-01T00:00:00Z"] * 50
+    stamps = future + stamps if where == "first" else stamps[:10] + future + stamps[10:]
+    for index, stamp in enumerate(stamps):
+        stage.handle(Record(scored(id=f"r{index}", published_at=stamp), index))
+    # One evaluation per ~10 s of the ten minutes of event time, as without the 2099 records: not one
+    # per 2099 record, and none skipped after them.
+    assert 100 <= len(evaluations) <= 125
+    assert stage.monitor.counters.clamped_future == 50
+
+
 def test_labels_no_model_emits_cannot_crowd_out_a_real_topic(tmp_path: Path) -> None:
     sink = ListSink()
     stage = MonitorStage(stage_config(tmp_path), CollectorRegistry(), sink=sink, wall=FakeWall(5e9))
