@@ -93,7 +93,7 @@ class AlertsStage(ConsumerStage):
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         kafka = replace(config.kafka_settings(), group_id=f"{config.group_id}-alerts")
-        super().__init__(kafka, config.windows_topic)
+        super().__init__(kafka, config.windows_topic, registry=registry)
         self.config = config
         self.database: Path = config.state_dir / DATABASE_FILE
         self.database.parent.mkdir(parents=True, exist_ok=True)
@@ -231,6 +231,7 @@ class AlertsStage(ConsumerStage):
 
     def on_error(self, kind: str) -> None:
         """Count a recoverable failure."""
+        super().on_error(kind)
         self.stage_errors.labels(kind=kind).inc()
 
     def run(self) -> None:

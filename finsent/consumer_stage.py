@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
 
+from finsent.stage_health import StageHealth
 from ingest import KafkaSettings, consumer_config
 from ingest.loop import Backoff
 from ingest.stalled_join import rejoin_if_stalled
 
 log = logging.getLogger("finsent.stages")
+
+HEALTH_REPORT_INTERVAL_S = 1.0
 
 
 class ConsumerStage(ABC):
@@ -26,7 +31,14 @@ class ConsumerStage(ABC):
 
     name = "stage"
 
-    def __init__(self, kafka: KafkaSettings, topic: str, *, max_poll_records: int = 500) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        *,
+        max_poll_records: int = 500,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.kafka = kafka
         self.topic = topic
         self.max_poll_records = max_poll_records
@@ -41,6 +53,8 @@ class ConsumerStage(ABC):
         self._backoff = Backoff(0.5, 15.0)
         self._last_poll_ok = False
         self.failed = False
+        self._health = None if registry is None else StageHealth.of(registry, self.name)
+        self._last_health_report = -float("inf")
 
     # ------------------------------------------------------------- subclass hooks
 
@@ -56,9 +70,13 @@ class ConsumerStage(ABC):
     def finish(self) -> None:
         """Stopping: make everything handled durable and commit it."""
 
-    @abstractmethod
     def on_error(self, kind: str) -> None:
-        """Count a recoverable failure of the given kind (connect, broker, commit)."""
+        """Count a recoverable failure of the given kind (connect, broker, commit, produce).
+
+        Subclasses count it in their own family too, and call this.
+        """
+        if self._health is not None:
+            self._health.stream_errors.labels(stage=self.name, kind=kind).inc()
 
     # ------------------------------------------------------------------ control
 
@@ -142,6 +160,29 @@ class ConsumerStage(ABC):
                         self._positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
             # Not under the lock: tick may commit, and a commit may wait on the IO thread's listener.
             self.tick()
+            self._report_health()
+
+    def _report_health(self) -> None:
+        """Every second: readiness, and the lag of each owned partition behind the records handled."""
+        now = time.monotonic()
+        if self._health is None or now - self._last_health_report < HEALTH_REPORT_INTERVAL_S:
+            return
+        self._last_health_report = now
+        self._health.ready.labels(stage=self.name).set(1 if self.ready else 0)
+        with self._lock:
+            handled = {tp: self._positions.get(tp) for tp in self._owned}
+        for tp, position in handled.items():
+            try:
+                # Nothing handled yet from this partition: where the group's commit put the consumer.
+                position = self._consumer.position(tp, timeout_ms=0) if position is None else position
+                high = self._consumer.highwater(tp)  # known after the first fetch response
+            except KafkaError as error:  # e.g. revoked meanwhile on the IO thread
+                log.debug("%s stage: no lag for %s: %s", self.name, tp, error)
+                continue
+            if position is not None and high is not None:
+                self._health.lag_messages.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    max(0, high - position)
+                )
 
     def handled_positions(self) -> dict[TopicPartition, int]:
         """Next offset per owned partition after the records handled so far."""
@@ -181,6 +222,9 @@ class ConsumerStage(ABC):
             for tp in partitions:
                 self._positions.pop(tp, None)
                 self._committed.pop(tp, None)
+        if self._health is not None:
+            for tp in partitions:
+                self._health.forget_lag(tp.topic, tp.partition)
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
         """Partitions handed to this member by the rebalance that just completed."""
@@ -194,6 +238,8 @@ class ConsumerStage(ABC):
 
     def _close(self) -> None:
         self._last_poll_ok = False
+        if self._health is not None:
+            self._health.ready.labels(stage=self.name).set(0)
         with self._lock:
             self._owned.clear()
         if self._consumer is not None:

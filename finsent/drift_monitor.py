@@ -125,7 +125,7 @@ class DriftMonitor:
 
     def _request_failed(self, registry_root: Path, error: OSError) -> None:
         """Count and log a request that could not be written; try again after FAILED_REQUEST_RETRY_S."""
-        self.metrics.errors_total.labels(kind="retrain_request").inc()
+        self.metrics.health.stream_errors.labels(stage="classify", kind="retrain_request").inc()
         log.warning(
             "cannot write the retrain request in %s (%s); scoring goes on, retrying in %.0fs",
             registry_root,

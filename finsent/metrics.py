@@ -15,8 +15,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import MetricsHandler
 
+from finsent.stage_health import StageHealth
 from ingest import InvalidReason
-from ingest.observer import STREAM_ERROR_KINDS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -57,21 +57,8 @@ class ClassifyMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.lag_messages = Gauge(
-            "finsent_consumer_lag_messages",
-            "High watermark minus committed offset.",
-            ["topic", "partition"],
-            registry=r,
-        )
+        self.health = StageHealth.of(r, "classify")
         self.commits_total = Counter("finsent_offset_commits", "Offset commits accepted.", registry=r)
-        self.errors_total = Counter(
-            "finsent_stream_errors", "Recoverable stream failures, by kind.", ["kind"], registry=r
-        )
-        self.ready = Gauge(
-            "finsent_ready",
-            "1 when in the group and a broker round trip worked in the last 15 seconds.",
-            registry=r,
-        )
         self.paused = Gauge(
             "finsent_fetch_paused", "1 while fetching is paused for backpressure.", registry=r
         )
@@ -111,8 +98,6 @@ class ClassifyMetrics:
         # Bounded label sets exist at 0 from the start, so rate()/increase() see their first event.
         for reason in InvalidReason:
             self.invalid_total.labels(reason=reason.value)
-        for kind in STREAM_ERROR_KINDS:
-            self.errors_total.labels(kind=kind)
 
     def set_model(self, version: str, variant: str, provider: str) -> None:
         """Publish finsent_model_info (an Info holds one label set: the previous version's is replaced)."""
@@ -156,11 +141,11 @@ class ClassifyMetrics:
 
     def lag(self, topic: str, partition: int, messages: int) -> None:
         """Set one partition's lag."""
-        self.lag_messages.labels(topic=topic, partition=str(partition)).set(messages)
+        self.health.lag_messages.labels(topic=topic, partition=str(partition)).set(messages)
 
     def forget_lag(self, topic: str, partition: int) -> None:
         """Remove one partition's lag series (it moved to another replica, which reports it now)."""
-        self.lag_messages.remove(topic, str(partition))
+        self.health.forget_lag(topic, partition)
 
     def committed(self, partitions: int) -> None:
         """Count one accepted commit."""
@@ -168,11 +153,11 @@ class ClassifyMetrics:
 
     def error(self, kind: str) -> None:
         """Count a recoverable failure."""
-        self.errors_total.labels(kind=kind).inc()
+        self.health.stream_errors.labels(stage="classify", kind=kind).inc()
 
     def state(self, ready: bool, paused: bool, buffered: int) -> None:
         """Readiness, backpressure and buffer gauges."""
-        self.ready.set(1 if ready else 0)
+        self.health.ready.labels(stage="classify").set(1 if ready else 0)
         self.paused.set(1 if paused else 0)
         self.buffered.set(buffered)
 

@@ -107,7 +107,7 @@ class MonitorStage(ConsumerStage):
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         kafka = replace(config.kafka_settings(), group_id=f"{config.group_id}-monitor")
-        super().__init__(kafka, config.output_topic)
+        super().__init__(kafka, config.output_topic, registry=registry)
         self.sink: WindowsSink = sink or KafkaWindowsSink(
             replace(kafka, client_id=f"{config.client_id}-monitor"), config.windows_topic
         )
@@ -345,7 +345,7 @@ class MonitorStage(ConsumerStage):
                 self.sink.send(key, value)
         except (KafkaError, OSError, ValueError) as error:
             # Derived data: the next evaluation recomputes it, so a failed send is only a gap.
-            self.errors.labels(kind="produce").inc()
+            self.on_error("produce")
             log.warning("monitor stage: producing window snapshots failed: %s", error)
             return
         self._unflushed += len(records)
@@ -358,7 +358,7 @@ class MonitorStage(ConsumerStage):
         try:
             self.sink.flush()
         except (KafkaError, OSError) as error:
-            self.errors.labels(kind="produce").inc()
+            self.on_error("produce")
             log.warning("monitor stage: flushing window snapshots failed: %s", error)
             return
         self.windows_produced.inc(count)
@@ -371,6 +371,7 @@ class MonitorStage(ConsumerStage):
 
     def on_error(self, kind: str) -> None:
         """Count a recoverable failure."""
+        super().on_error(kind)
         self.errors.labels(kind=kind).inc()
 
     def run(self) -> None:

@@ -228,7 +228,10 @@ def test_a_retrain_request_that_cannot_be_written_does_not_stop_scoring(
         assert [result["topic"] for result in classify(["x"] * 10)] == ["Earnings"] * 10
     assert len(attempts) == 1, "not retried on every batch"
     assert (
-        metrics.registry.get_sample_value("finsent_stream_errors_total", {"kind": "retrain_request"}) == 1.0
+        metrics.registry.get_sample_value(
+            "finsent_stream_errors_total", {"stage": "classify", "kind": "retrain_request"}
+        )
+        == 1.0
     )
     now[0] += FAILED_REQUEST_RETRY_S
     monkeypatch.undo()

@@ -449,10 +449,10 @@ def test_readiness_follows_the_broker_while_the_stream_is_idle(clients: Callable
             loop._step()
 
     idle(10)
-    assert loop.ready and metrics.registry.get_sample_value("finsent_ready") == 1.0
+    assert loop.ready and metrics.registry.get_sample_value("finsent_ready", {"stage": "classify"}) == 1.0
     made.consumer.down = True
     idle(PROBE_INTERVAL_S + 1)
-    assert not loop.ready and metrics.registry.get_sample_value("finsent_ready") == 0.0
+    assert not loop.ready and metrics.registry.get_sample_value("finsent_ready", {"stage": "classify"}) == 0.0
     made.consumer.down = False
     idle(PROBE_INTERVAL_S + 1)
     assert loop.ready

@@ -19,7 +19,12 @@ def test_every_stream_error_kind_is_exported_at_zero_before_the_first_one() -> N
     metrics = ClassifyMetrics()
     assert set(STREAM_ERROR_KINDS) >= {"connect", "produce", "broker", "commit"}
     for kind in STREAM_ERROR_KINDS:
-        assert metrics.registry.get_sample_value("finsent_stream_errors_total", {"kind": kind}) == 0.0, kind
+        assert (
+            metrics.registry.get_sample_value(
+                "finsent_stream_errors_total", {"stage": "classify", "kind": kind}
+            )
+            == 0.0
+        ), kind
 
 
 def test_declared_series_still_count() -> None:
@@ -27,4 +32,9 @@ def test_declared_series_still_count() -> None:
     metrics.invalid(InvalidReason.NOT_JSON.value)
     metrics.error("commit")
     assert metrics.registry.get_sample_value("finsent_messages_invalid_total", {"reason": "not_json"}) == 1.0
-    assert metrics.registry.get_sample_value("finsent_stream_errors_total", {"kind": "commit"}) == 1.0
+    assert (
+        metrics.registry.get_sample_value(
+            "finsent_stream_errors_total", {"stage": "classify", "kind": "commit"}
+        )
+        == 1.0
+    )

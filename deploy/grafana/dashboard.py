@@ -485,7 +485,10 @@ def pipeline_row(layout: Layout) -> list[dict[str, Any]]:
             "Monitor input and stream errors",
             [
                 target(f"sum by (outcome) ({rate('finsent_monitor_messages_total')})", "monitor {{outcome}}"),
-                target(f"sum by (kind) ({rate('finsent_stream_errors_total')})", "error {{kind}}"),
+                target(
+                    f"sum by (stage, kind) ({rate('finsent_stream_errors_total')})",
+                    "{{stage}} error {{kind}}",
+                ),
             ],
             unit=MSG_PER_S,
             width=12,

@@ -197,8 +197,10 @@ def test_dashboard_queries_return_data_and_rules_match_gauges(
     prometheus = start_prometheus(prometheus_binary, workdir, targets, free_port())
     try:
         wait_for(prometheus, 'sum(up{job="finsent"})', len(services), 30, services)
-        # Both classify replicas in the group with partitions before the replay starts.
-        wait_for(prometheus, "sum(finsent_ready)", 2, 60, services)
+        # Both classify replicas in the group with partitions before the replay starts, and the
+        # monitor and alerts stages in theirs.
+        wait_for(prometheus, 'sum(finsent_ready{stage="classify"})', 2, 60, services)
+        wait_for(prometheus, 'sum(finsent_ready{stage=~"monitor|alerts"})', 2, 60, services)
         headlines = load_headlines(ROOT / "data" / "stock_tweets_stream_2020.csv")[:VALID]
         assert len(headlines) == VALID
         produce(broker.bootstrap, list(MALFORMED))
