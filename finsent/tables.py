@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import secrets
 import stat
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from finsent.errors import UsageError, first_line
-from ingest.contract import TEXT_FIELDS, first_visible_text
+from ingest.contract import TEXT_FIELDS, first_visible_text, has_lone_surrogate
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,13 @@ def load_table(path: Path) -> Table:
     if kind == "jsonl":
         table = _jsonl_table(text, path)
     else:
+        _check_csv_row_widths(text, path)
         try:
-            frame = pd.read_csv(path, keep_default_na=False, dtype=str, encoding="utf-8")
+            with warnings.catch_warnings():
+                # Rows with empty cells past the header's columns (a trailing comma) lose only those.
+                warnings.simplefilter("ignore", pd.errors.ParserWarning)
+                # index_col=False: such rows would otherwise shift every cell into the index.
+                frame = pd.read_csv(path, keep_default_na=False, dtype=str, encoding="utf-8", index_col=False)
         except (ValueError, pd.errors.ParserError) as error:
             raise UsageError(f"{path}: cannot parse as CSV: {first_line(error)}") from None
         table = Table(path, frame, None)
@@ -73,17 +81,39 @@ def load_table(path: Path) -> Table:
     return table
 
 
+def _check_csv_row_widths(text: str, path: Path) -> None:
+    """A UsageError naming the first row with a non-empty cell beyond the header's columns."""
+    try:
+        rows = csv.reader(io.StringIO(text, newline=""))
+        header = next(rows, [])
+        for number, row in enumerate(rows, start=2):
+            if len(row) > len(header) and any(cell.strip() for cell in row[len(header) :]):
+                raise UsageError(
+                    f"{path}: row {number} has {len(row)} cells but the header names {len(header)} "
+                    "columns (an unquoted comma in a text?)"
+                )
+    except csv.Error as error:
+        raise UsageError(f"{path}: cannot parse as CSV: {error}") from None
+
+
 def _jsonl_table(text: str, path: Path) -> Table:
     """One JSON object per non-blank line; the first bad line is named with its number."""
     records: list[dict[str, Any]] = []
     lines: list[int] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on newlines only: str.splitlines also splits on U+2028, U+0085 and others, which JSON
+    # strings may hold raw (and which write_table writes raw).
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise UsageError(f"{path}: cannot parse as JSONL: line {number}: {error.msg}") from None
+        if has_lone_surrogate(record, line):
+            raise UsageError(
+                f"{path}: line {number}: a string holds a lone UTF-16 surrogate escape (such as \\ud800), "
+                "which no UTF-8 text can hold"
+            )
         if not isinstance(record, dict):
             raise UsageError(
                 f"{path}: cannot parse as JSONL: line {number} is a JSON {_json_kind(record)}, "

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from finsent.cli import main
+from finsent.tables import load_table, row_texts
 from model import DEFAULT_MODEL_DIR, SENTIMENT_LABELS
 
 
@@ -33,6 +34,16 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (b'[{"text": "ok"}]', ".json", "line 1 is a JSON array, not an object"),
         (b"{}\n{}\n", ".jsonl", "no 'text' or 'headline' column"),
         (b"text\nhello\n", ".xlsx", "unsupported file type"),
+        (
+            b"id,headline\n1,Oil plunges,extra\n2,Apple beats\n",
+            ".csv",
+            "row 2 has 3 cells but the header names 2",
+        ),
+        (
+            b'{"id": "1", "headline": "a\\ud800b"}\n',
+            ".jsonl",
+            "line 1: a string holds a lone UTF-16 surrogate",
+        ),
     ],
 )
 def test_bad_input_files_exit_2_with_one_line(
@@ -391,3 +402,32 @@ def test_produce_takes_each_rows_headline_else_its_text_like_the_stream(tmp_path
     headlines = load_headlines(source)
     assert [h.text for h in headlines] == ["Oil jumps on $XOM output cut", "Gold slips", "Fed holds"]
     assert headlines[0].tickers == ("XOM",)
+
+
+def test_a_trailing_comma_on_csv_rows_keeps_every_cell_in_its_column(tmp_path: Path) -> None:
+    """pandas would take such a file's first column as the index: ids lost, texts in the id column."""
+    path = tmp_path / "trailing.csv"
+    path.write_text("id,headline\n1,Oil plunges as demand collapses,\n2,Apple beats estimates,\n")
+    table = load_table(path)
+    assert table.frame.to_dict("records") == [
+        {"id": "1", "headline": "Oil plunges as demand collapses"},
+        {"id": "2", "headline": "Apple beats estimates"},
+    ]
+
+
+def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path: Path) -> None:
+    """JSON allows U+2028, U+2029 and U+0085 raw in strings, and write_table writes them raw."""
+    path = tmp_path / "separators.jsonl"
+    texts = ["Stocks\u2028rally", "Oil\u2029falls", "Gold\x85steady"]
+    path.write_text("".join(json.dumps({"headline": t}, ensure_ascii=False) + "\n" for t in texts))
+    assert row_texts(load_table(path)) == texts
+
+
+def test_evaluate_refuses_to_write_its_report_over_the_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "labelled.csv"
+    data.write_text("text,label\nShares plunge,negative\n")
+    assert main(["evaluate", "--data", str(data), "--task", "sentiment", "--json", str(data)]) == 2
+    assert "is the --data file" in capsys.readouterr().err
+    assert data.read_text() == "text,label\nShares plunge,negative\n"

@@ -82,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise UsageError(f"{args.data}: no row has text to score")
     if args.json is not None:
+        if args.json.resolve() == args.data.resolve():
+            raise UsageError(
+                f"--json {args.json} is the --data file: the report would replace the labelled data"
+            )
         check_output_path(args.json, "--json")
     engine = engine_from_args(args)
     topic, sentiment = engine.probabilities([texts[i] for i in rows])
