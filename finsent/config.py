@@ -125,6 +125,7 @@ OPTIONS: tuple[Option, ...] = (
         5.0,
         "seconds between checks of the registry's current version",
         duration=True,
+        maximum=86400.0,
     ),
     Option(
         "drift_window", int, 1000, "predictions in the rolling drift window", minimum=10, maximum=1_000_000

@@ -113,7 +113,8 @@ def merge_settings(
             values[option.name] = convert(
                 option, from_file[option.name], f"config file {config_file}: {option.name}"
             )
-        elif option.env in environ:
+        elif option.env in environ and not (environ[option.env] == "" and option.default is None):
+            # An empty variable of a setting that defaults to none is unset (as compose's ${X:-} gives).
             values[option.name] = convert(option, environ[option.env], option.env)
         else:
             values[option.name] = option.default
@@ -122,10 +123,13 @@ def merge_settings(
 
 def convert(option: Option, value: Any, where: str) -> Any:
     """Turn a raw value (string from env/flags or a YAML scalar) into the option's type, or fail naming where."""
-    if value is None or (isinstance(value, str) and value == "" and option.default is None):
+    if value is None:
         if option.default is not None:  # only a YAML null gets here: it must not switch a check off
             raise UsageError(f"{where}: must not be null (leave the key out to get {option.default})")
         return None
+    if isinstance(value, str) and not value.strip() and option.default is None:
+        # `--rules "$RULES"` with RULES unset must not quietly turn alerting off.
+        raise UsageError(f"{where}: must not be empty (leave it out for none)")
     if option.kind is bool:
         return parse_bool(value, where)
     if option.kind is float:

@@ -96,6 +96,11 @@ def test_every_option_has_a_distinct_flag_and_env_name() -> None:
         ({}, {"FINSENT_STATE_DIR": __file__ + "/sub"}, "is not a folder"),
         ({}, {"FINSENT_STATE_DIR": ""}, "FINSENT_STATE_DIR: must not be empty"),  # was the current folder
         ({"eval_interval": 10**400}, {}, "--eval-interval: 1" + "0" * 19 + "... is too large"),
+        # `--rules "$RULES"` with RULES unset quietly turned alerting off.
+        ({"rules": ""}, {}, "--rules: must not be empty (leave it out for none)"),
+        ({"registry": " "}, {}, "--registry: must not be empty"),
+        # Past threading's longest wait: the hot-swap watcher died with an OverflowError.
+        ({"swap_poll_interval": "1e10"}, {}, "--swap-poll-interval: must be at most 86400"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_field(
@@ -121,6 +126,7 @@ def test_bad_values_are_rejected_naming_the_field(
         ("max_batch: 5\nmax_batch: 7\n", "duplicate key 'max_batch' (first at line 1)"),  # was last-wins
         ("eval_interval: 1" + "0" * 400 + "\n", "eval_interval: " + "1" + "0" * 19 + "... is too large"),
         ("sasl_password: 123456\n", "sasl_password: expected a string, got int (hidden)"),
+        ('subscriptions: ""\n', "subscriptions: must not be empty"),
     ],
 )
 def test_bad_config_files_are_rejected_naming_file_and_field(tmp_path: Path, text: str, message: str) -> None:
@@ -167,3 +173,8 @@ def test_the_services_token_budget_reaches_the_engine_and_is_checked_against_the
     assert load_engine(load_config({}, None, {"FINSENT_MAX_TOKENS": "256"})).max_tokens == 256
     with pytest.raises(UsageError, match="max_tokens 600 is more than the 512 positions"):
         load_engine(load_config({"max_tokens": "600"}, None, environ={}))
+
+
+def test_an_empty_variable_of_a_setting_that_defaults_to_none_is_unset() -> None:
+    config = load_config({}, None, {"FINSENT_RULES": "", "FINSENT_SASL_USERNAME": ""})
+    assert config.rules is None and config.sasl_username is None

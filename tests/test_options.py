@@ -25,7 +25,6 @@ OUTPUT = Option("output", Path, None, "where to write", shown_default="out/")
         (RATE, "2.5", 2.5),
         (RATE, 10, 10.0),
         (COUNT, " 7 ", 7),
-        (COUNT, "", None),  # an empty value of a setting without a default unsets it
         (PAUSE, "2m", 120.0),
         (DRY_RUN, "on", True),
         (OUTPUT, "~/x", Path("~/x").expanduser()),
@@ -50,6 +49,7 @@ def test_values_are_converted_to_the_option_type(option: Option, value: Any, exp
         (PAUSE, "500ms", "where: must be at least 1, got 0.5"),
         (OUTPUT, {"a": 1}, "where: expected a string, got dict"),
         (OUTPUT, " ", "where: must not be empty"),
+        (COUNT, "", "where: must not be empty (leave it out for none)"),  # not a quiet "none"
     ],
 )
 def test_bad_values_fail_naming_where_they_came_from(option: Option, value: Any, message: str) -> None:
@@ -65,6 +65,8 @@ def test_flag_beats_file_beats_environment_beats_default(tmp_path: Path) -> None
     environ = {"FINSENT_RATE": "3", "FINSENT_COUNT": "5", "FINSENT_PAUSE": "9", "FINSENT_DRY_RUN": "yes"}
     values = merge_settings(options, {"rate": "2", "count": None}, config_file, environ)
     assert values == {"rate": 2.0, "count": 4, "pause": 3.0, "dry_run": True}
+    # An empty variable of a setting that defaults to none is unset.
+    assert merge_settings(options, {}, None, {"FINSENT_COUNT": ""})["count"] is None
     assert merge_settings(options, {}, None, {}) == {
         "rate": 1.0,
         "count": None,
