@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +181,55 @@ def test_a_failed_run_writes_a_report_and_keeps_the_champion(
     report = _latest_report(registry_dir)
     assert report["decision"] == "failed" and report["current_after"] == shipped_version
     assert not list((registry_dir / ".work").glob("*"))
+
+
+def _retrain_process(registry: Path, *extra: str) -> subprocess.Popen[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "finsent",
+        "retrain",
+        "--registry",
+        str(registry),
+        "--max-rows",
+        str(CI_ROWS),
+    ]
+    argv += ["--max-steps", "2000", "--max-tokens", str(CI_TOKENS), "--batch-size", str(CI_BATCH), *extra]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _when_training(process: subprocess.Popen[str]) -> list[str]:
+    """Read the output until training has started (the run is then well under way)."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if "training:" in line:
+            return lines
+    pytest.fail("the run ended before training:\n" + "".join(lines))
+
+
+@pytest.mark.parametrize(
+    ("mode", "signum", "code"), [("scheduled", signal.SIGTERM, 0), ("once", signal.SIGTERM, 130)]
+)
+def test_sigterm_stops_a_retrain_run_in_progress_promptly(
+    champion_registry: Path, tmp_path: Path, mode: str, signum: int, code: int
+) -> None:
+    """A scheduled retrain waited for the run (an hour in production) after SIGTERM; --once died silently."""
+    registry_dir = tmp_path / "registry"
+    shutil.copytree(champion_registry, registry_dir)
+    if mode == "scheduled":
+        ModelRegistry(registry_dir).request_retrain("test")
+        process = _retrain_process(registry_dir, "--request-poll-seconds", "1")
+    else:
+        process = _retrain_process(registry_dir, "--once")
+    try:
+        _when_training(process)
+        process.send_signal(signum)
+        rest, _ = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == code, rest
+    expected = "abandoning the retrain run in progress" if mode == "scheduled" else "interrupted"
+    assert expected in rest
+    assert ModelRegistry(registry_dir).current_version() == CHAMPION

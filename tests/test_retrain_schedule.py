@@ -59,6 +59,13 @@ def test_settings_come_from_flags_over_the_config_file(tmp_path: Path) -> None:
         # All of the dev split for the gold set left the challenger no dev rows: the run failed late.
         (["--registry", "r", "--gold-share", "100"], "gold_share must be in 1..99"),
         (["--registry", __file__], "is not a folder"),
+        # Accepted before, then failed late or never: finsent run refuses the same values at start.
+        (["--registry", "r", "--bootstrap-servers", "host:0"], "bootstrap_servers:"),
+        (["--registry", "r", "--labels-topic", "bad/t"], "labels_topic:"),
+        (["--registry", "r", "--max-tokens", "100000"], "--max-tokens: must be at most 512"),
+        (["--registry", "r", "--base", "/no/such/base"], "--base /no/such/base: not a folder"),
+        (["--registry", "r", "--parity-margin", "2"], "--parity-margin: must be at most 0.5"),
+        (["--registry", "r", "--schedule", "0 3 31 2 *"], "never fires"),  # logged "next run None"
         (["--registry", __file__ + "/sub"], f"{__file__} is not a folder"),
     ],
 )

@@ -45,11 +45,24 @@ SETTINGS: tuple[Option, ...] = (
         shown_default="wheel MiniLM",
     ),
     Option("epochs", float, 1.0, "epochs over base data + feedback", above=0),
-    Option("max_steps", int, None, "stop after this many optimiser steps (CI-sized runs)", minimum=1),
+    Option(
+        "max_steps",
+        int,
+        None,
+        "train exactly this many optimiser steps, whatever --epochs (CI-sized runs)",
+        minimum=1,
+    ),
     Option("max_rows", int, None, "use at most this many base train/dev rows (CI-sized runs)", minimum=1),
     Option("batch_size", int, 32, "rows per step", minimum=1),
     Option("learning_rate", float, 5e-5, "peak AdamW learning rate", above=0),
-    Option("max_tokens", int, 128, "token budget per text", minimum=8),
+    Option(
+        "max_tokens",
+        int,
+        128,
+        "token budget per text (at most 512, BERT's positions)",
+        minimum=8,
+        maximum=512,
+    ),
     Option("gold_share", int, 50, "percent of the dev split held out as the gold set", minimum=1),
     Option(
         "gold_rows", int, None, "evaluate on a fixed sample of this many gold rows (none: all)", minimum=1
@@ -61,6 +74,7 @@ SETTINGS: tuple[Option, ...] = (
         0.0,
         "leave PyTorch near-ties (top-two gap below this) out of parity agreement",
         minimum=0,
+        maximum=0.5,  # a top-two gap never exceeds 1; past 0.5 few rows would be left to compare
     ),
     Option(
         "keep",
@@ -130,9 +144,28 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             raise UsageError(f"--data-dir: {error}") from None
     if values["feedback_dir"] is not None and not values["feedback_dir"].is_dir():
         raise UsageError(f"--feedback-dir {values['feedback_dir']}: not a folder")
+    if values["base"] is not None and not values["base"].is_dir():
+        raise UsageError(f"--base {values['base']}: not a folder (a Hugging Face BERT checkpoint)")
+    _check_kafka_settings(values)
     if not args.once:
-        schedule_trigger(values["schedule"])
+        trigger = schedule_trigger(values["schedule"])
+        if trigger.get_next_fire_time(None, _now()) is None:
+            raise UsageError(f"--schedule {values['schedule']!r}: never fires (no such date)")
     return values
+
+
+def _check_kafka_settings(values: dict[str, Any]) -> None:
+    """The labels topic settings, checked as `finsent run` checks its own."""
+    from ingest import bootstrap_server_problem, topic_name_problem
+
+    if values["bootstrap_servers"] is not None:
+        for server in values["bootstrap_servers"].split(","):
+            problem = bootstrap_server_problem(server.strip())
+            if problem is not None:
+                raise UsageError(f"bootstrap_servers: {problem}")
+    problem = topic_name_problem(values["labels_topic"])
+    if problem is not None:
+        raise UsageError(f"labels_topic: {problem}")
 
 
 def schedule_trigger(schedule: str) -> Any:
@@ -204,6 +237,9 @@ def run(args: argparse.Namespace) -> int:
     if args.once:
         from model.registry import RetrainBusy
 
+        # SIGTERM stops the run as Ctrl-C does (KeyboardInterrupt: "interrupted", exit 130); the run's
+        # work folder is recorded as interrupted by the next run.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             run_once(values, "--once")
         except UsageError:
@@ -215,8 +251,14 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger("finsent.retrain").exception("retrain run failed; the champion stays")
             print(f"finsent retrain: run failed: {type(error).__name__}: {error}", file=sys.stderr)
             return 1
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         return 0
     return _scheduled(values)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _scheduled(values: dict[str, Any]) -> int:
@@ -224,11 +266,18 @@ def _scheduled(values: dict[str, Any]) -> int:
 
     log = logging.getLogger("finsent.retrain")
     scheduler = BlockingScheduler(timezone="UTC")
-    trigger = add_jobs(scheduler, values)
+    running = threading.Lock()
+    trigger = add_jobs(scheduler, values, running)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("received %s; stopping the scheduler", signal.Signals(signum).name)
         scheduler.shutdown(wait=False)
+        if running.locked():
+            # A run can take an hour, longer than any supervisor waits. Leaving now is what a kill would
+            # do, which the registry is built to survive: the next run records this one as interrupted.
+            log.warning("abandoning the retrain run in progress; the next run records it as interrupted")
+            logging.shutdown()
+            os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -269,7 +318,7 @@ def read_labels_topic(values: dict[str, Any], store: Any) -> dict[str, Any]:
     return report
 
 
-def add_jobs(scheduler: Any, values: dict[str, Any]) -> Any:
+def add_jobs(scheduler: Any, values: dict[str, Any], running: threading.Lock | None = None) -> Any:
     """Add the cron job and the retrain-request check to an APScheduler scheduler; returns the cron trigger.
 
     One run at a time: a cron trigger that fires while a run is going here or in another process
@@ -279,7 +328,7 @@ def add_jobs(scheduler: Any, values: dict[str, Any]) -> Any:
 
     log = logging.getLogger("finsent.retrain")
     registry = ModelRegistry(values["registry"])
-    busy = threading.Lock()
+    busy = running or threading.Lock()  # held while a run is going
 
     def job(reason: str) -> None:
         if not busy.acquire(blocking=False):
