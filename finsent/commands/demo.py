@@ -168,13 +168,32 @@ def run(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:  # a second Ctrl-C/SIGTERM (the first sets stop)
                 pass
             finally:
-                stop.set()
-                if running.feeder is not None:
-                    running.feeder.join(timeout=5)
-                if running.service is not None:
-                    _stop_service(running.service)
-                broker.stop()
+                _shut_down(running, broker, stop)
     return 0
+
+
+def _shut_down(running: Running, broker: EmbeddedBroker, stop: threading.Event) -> None:
+    """Stop the replay, the service and the broker; another Ctrl-C/SIGTERM meanwhile kills the service."""
+    stop.set()
+    try:
+        if running.feeder is not None:
+            running.feeder.join(timeout=5)
+        if running.service is not None:
+            _stop_service(running.service)
+    except KeyboardInterrupt:  # impatient: kill the service instead of waiting for its clean stop
+        if running.service is not None and running.service.poll() is None:
+            running.service.kill()
+            running.service.wait()
+    finally:
+        # Whatever the signals, the broker must not outlive the demo.
+        ignored = {
+            signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            broker.stop()
+        finally:
+            for signum, handler in ignored.items():
+                signal.signal(signum, handler)
 
 
 @dataclass
