@@ -271,7 +271,7 @@ def _check_combinations(config: ServiceConfig) -> None:
     """Checks that involve more than one setting, or a file a setting names."""
     _check_kafka(config)
     _check_monitoring(config)
-    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "rules", "subscriptions"):
+    for name in ("rules", "subscriptions"):
         path = getattr(config, name)
         if path is not None and not path.is_file():
             raise UsageError(f"{name}: no such file {path}")
@@ -280,11 +280,28 @@ def _check_combinations(config: ServiceConfig) -> None:
             check_folder_path(getattr(config, name), f"{name}:")
 
 
-def _check_kafka(config: ServiceConfig) -> None:
-    for server in config.bootstrap_servers.split(","):
+def _check_client(settings: KafkaSettings) -> None:
+    """The Kafka client settings: broker addresses, SASL, TLS files."""
+    for server in settings.bootstrap_servers.split(","):
         problem = bootstrap_server_problem(server.strip())
         if problem is not None:
             raise UsageError(f"bootstrap_servers: {problem}")
+    if settings.security_protocol.startswith("SASL") and settings.sasl_mechanism is None:
+        raise UsageError(f"sasl_mechanism is required with security_protocol {settings.security_protocol}")
+    if settings.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and (
+        settings.sasl_username is None or settings.sasl_password is None
+    ):
+        raise UsageError(
+            f"sasl_username and sasl_password are required for sasl_mechanism {settings.sasl_mechanism}"
+        )
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(settings, name)
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{name}: no such file {path}")
+
+
+def _check_kafka(config: ServiceConfig) -> None:
+    _check_client(config.kafka_settings())
     for name in ("input_topic", "output_topic", "dlq_topic", "windows_topic"):
         problem = topic_name_problem(getattr(config, name))
         if problem is not None:
@@ -298,14 +315,6 @@ def _check_kafka(config: ServiceConfig) -> None:
         )
     if len({config.input_topic, config.output_topic, config.dlq_topic}) < 3:
         raise UsageError("input_topic, output_topic and dlq_topic must be three different topics")
-    if config.security_protocol.startswith("SASL") and config.sasl_mechanism is None:
-        raise UsageError(f"sasl_mechanism is required with security_protocol {config.security_protocol}")
-    if config.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and (
-        config.sasl_username is None or config.sasl_password is None
-    ):
-        raise UsageError(
-            f"sasl_username and sasl_password are required for sasl_mechanism {config.sasl_mechanism}"
-        )
     if len({config.input_topic, config.output_topic, config.dlq_topic, config.windows_topic}) < 4:
         raise UsageError("windows_topic must differ from input_topic, output_topic and dlq_topic")
 
@@ -329,17 +338,60 @@ def _check_monitoring(config: ServiceConfig) -> None:
     config.monitor_config()
 
 
+def _config_file(config_file: Path | None, environ: Mapping[str, str]) -> tuple[Path | None, str]:
+    """The settings file (--config, else $FINSENT_CONFIG) and what named it, for messages."""
+    if config_file is None and environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV]), CONFIG_ENV
+    return config_file, "--config"
+
+
 def load_config(
     flags: Mapping[str, Any], config_file: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> ServiceConfig:
     """Merge the sources (flags > file > environment > defaults) and validate; errors name the field."""
     environ = os.environ if environ is None else environ
-    named_by = "--config"
-    if config_file is None and environ.get(CONFIG_ENV):
-        config_file, named_by = Path(environ[CONFIG_ENV]), CONFIG_ENV
+    config_file, named_by = _config_file(config_file, environ)
     config = ServiceConfig(**merge_settings(OPTIONS, flags, config_file, environ, named_by))
     _check_combinations(config)
     return config
+
+
+CLIENT_OPTIONS = tuple(
+    option
+    for option in OPTIONS
+    if option.name
+    in {
+        "bootstrap_servers",
+        "client_id",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_check_hostname",
+        "request_timeout_ms",
+    }
+)
+
+
+def load_client_settings(
+    flags: Mapping[str, Any], config_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> KafkaSettings:
+    """Only the Kafka client settings, from the same sources as :func:`load_config`, validated.
+
+    For a command that only produces (`finsent produce`): the service's other settings, valid or not,
+    play no part, though the file may hold them.
+    """
+    environ = os.environ if environ is None else environ
+    config_file, named_by = _config_file(config_file, environ)
+    everything = (option.name for option in OPTIONS)
+    values = merge_settings(CLIENT_OPTIONS, flags, config_file, environ, named_by, file_may_hold=everything)
+    client: dict[str, Any] = {name: str(v) if isinstance(v, Path) else v for name, v in values.items()}
+    settings = KafkaSettings(**client)
+    _check_client(settings)
+    return settings
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

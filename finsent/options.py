@@ -97,13 +97,15 @@ def merge_settings(
     config_file: Path | None,
     environ: Mapping[str, str],
     named_by: str = "--config",
+    file_may_hold: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Each option's value from its flag > the YAML file > its FINSENT_ variable > its default, converted.
 
-    named_by is what pointed at the file (a flag or an environment variable), for the message.
+    named_by is what pointed at the file (a flag or an environment variable), for the message;
+    file_may_hold names more settings the file may set (for other commands), which are not read.
     """
     options = tuple(options)
-    known = {option.name for option in options}
+    known = {option.name for option in options} | set(file_may_hold)
     from_file = read_settings_file(config_file, known, named_by) if config_file is not None else {}
     values: dict[str, Any] = {}
     for option in options:

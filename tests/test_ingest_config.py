@@ -8,7 +8,7 @@ import pytest
 
 from finsent.classify_stage import load_engine
 from finsent.cli import main
-from finsent.config import OPTIONS, load_config
+from finsent.config import OPTIONS, load_client_settings, load_config
 from finsent.errors import UsageError
 from model import DEFAULT_MODEL_DIR
 
@@ -178,3 +178,23 @@ def test_the_services_token_budget_reaches_the_engine_and_is_checked_against_the
 def test_an_empty_variable_of_a_setting_that_defaults_to_none_is_unset() -> None:
     config = load_config({}, None, {"FINSENT_RULES": "", "FINSENT_SASL_USERNAME": ""})
     assert config.rules is None and config.sasl_username is None
+
+
+def test_produce_reads_only_the_client_settings(tmp_path: Path) -> None:
+    """`finsent produce` failed on service settings it never uses (a rules file, the drift threshold)."""
+    environ = {
+        "FINSENT_RULES": "/etc/finsent/rules.yaml",  # no such file
+        "FINSENT_DRIFT_RETRAIN_THRESHOLD": "0.1",  # needs registry
+        "FINSENT_INPUT_TOPIC": "same",
+        "FINSENT_OUTPUT_TOPIC": "same",
+        "FINSENT_CLIENT_ID": "replayer",
+    }
+    config_file = write(tmp_path, "bootstrap_servers: broker:9093\nmax_batch: 16\n")  # a service's file
+    settings = load_client_settings({"bootstrap_servers": None}, config_file, environ)
+    assert (settings.bootstrap_servers, settings.client_id) == ("broker:9093", "replayer")
+    with pytest.raises(UsageError, match="bootstrap_servers:"):
+        load_client_settings({"bootstrap_servers": "host:0"}, None, {})
+    with pytest.raises(UsageError, match="sasl_mechanism is required"):
+        load_client_settings({}, None, {"FINSENT_SECURITY_PROTOCOL": "SASL_SSL"})
+    with pytest.raises(UsageError, match="unknown setting 'max_bach'"):
+        load_client_settings({}, write(tmp_path, "max_bach: 3\n"), {})

@@ -17,7 +17,7 @@ from kafka.errors import KafkaError
 from tqdm import tqdm
 
 from finsent.commands.common import Subparsers
-from finsent.config import load_config
+from finsent.config import load_client_settings
 from finsent.errors import UsageError
 from finsent.replay import (
     MAX_RATE,
@@ -39,7 +39,7 @@ def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "produce",
         help="replay a CSV/JSONL of headlines into a Kafka topic",
-        description="Send each row's 'text' (or 'headline') as a news.raw message with a fresh id and "
+        description="Send each row's 'headline' (else its 'text') as a news.raw message with a fresh id and "
         "published_at = now. Shows a progress bar of the messages the broker acknowledged and prints the "
         "final count. Ctrl-C or SIGTERM stops early, waits up to --flush-timeout for the acknowledgements "
         "(a second Ctrl-C stops waiting) and still reports the count; exits 1 when the broker did not "
@@ -176,14 +176,14 @@ def _send_all(
 def run(args: argparse.Namespace) -> int:
     """Replay the file; Ctrl-C or SIGTERM stops early and still reports the count."""
     check_args(args)
-    config = load_config({"bootstrap_servers": args.bootstrap_servers}, args.config)
+    kafka = load_client_settings({"bootstrap_servers": args.bootstrap_servers}, args.config)
     headlines = load_headlines(args.file)
     if not headlines:
         raise UsageError(f"{args.file}: no rows with text")
     try:
-        producer = KafkaProducer(**producer_config(config.kafka_settings()))
+        producer = KafkaProducer(**producer_config(kafka))
     except KafkaError as error:
-        raise UsageError(f"bootstrap_servers {config.bootstrap_servers}: cannot connect: {error}") from None
+        raise UsageError(f"bootstrap_servers {kafka.bootstrap_servers}: cannot connect: {error}") from None
     total = args.count or (None if args.loop else len(headlines))
     started = time.monotonic()
     delivery = Delivery()
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
             _close(producer, drained)
     if not drained:
         delivery.error = f"no answer within --flush-timeout {args.flush_timeout:g}s"
-    return _report(args, config.bootstrap_servers, delivery, time.monotonic() - started)
+    return _report(args, kafka.bootstrap_servers, delivery, time.monotonic() - started)
 
 
 def _report(args: argparse.Namespace, servers: str, delivery: Delivery, elapsed: float) -> int:
