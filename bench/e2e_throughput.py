@@ -135,18 +135,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--model", type=Path, default=None, help="model dir (default: FINSENT_MODEL_DIR or shipped)"
     )
-    parser.add_argument("--messages", type=int, default=3000)
-    parser.add_argument("--max-batch", type=int, default=64)
-    parser.add_argument("--max-wait-ms", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating model-only / end-to-end rounds")
+    parser.add_argument(
+        "--messages", type=int, default=3000, help="messages per throughput round (default 3000)"
+    )
+    parser.add_argument(
+        "--max-batch", type=int, default=64, help="the service's micro-batch size (default 64)"
+    )
+    parser.add_argument(
+        "--max-wait-ms", type=int, default=50, help="the service's micro-batch wait in ms (default 50)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating model-only / end-to-end rounds (default 3)"
+    )
     parser.add_argument(
         "--latency-seconds",
         type=float,
         default=20.0,
         help=f"seconds of the latency run, above 0 and at most {MAX_LATENCY_SECONDS:g} (default 20)",
     )
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs (default cpu)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
     args = parser.parse_args()
     if args.rounds < 1 or args.messages < 1:
         raise UsageError("--rounds and --messages must be at least 1")

@@ -43,14 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (2 for bad input or config)."""
-    args = build_parser().parse_args(argv)
+    name = "finsent"
     try:
+        # Inside the try: a Ctrl-C while the commands' modules load is "interrupted", not a traceback.
+        args = build_parser().parse_args(argv)
+        name = f"finsent {args.command}"
         code: int = args.handler(args)
     except UsageError as error:
-        print(f"finsent {args.command}: error: {error}", file=sys.stderr)
+        print(f"{name}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"finsent {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     return code
 

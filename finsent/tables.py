@@ -58,7 +58,7 @@ def load_table(path: Path) -> Table:
     if not raw.strip():
         raise UsageError(f"{path}: file is empty")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark, as spreadsheet exports write, is not text
     except UnicodeDecodeError as error:
         raise UsageError(
             f"{path}: not valid UTF-8 (byte {error.start}); re-encode the file as UTF-8"
@@ -128,6 +128,11 @@ def _jsonl_table(text: str, path: Path) -> Table:
         dtype=object,
     )
     return Table(path, frame, lines)
+
+
+def _csv_cell(value: Any) -> Any:
+    """A JSON value as a CSV cell: lists, objects and booleans written as JSON."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, list | dict | bool) else value
 
 
 def _json_kind(value: Any) -> str:
@@ -219,7 +224,9 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
     kind = _format(path)
     with replacing(path) as handle:
         if kind == "csv":
-            table.to_csv(handle, index=False)
+            # Lists and objects from a JSONL input as JSON, not as Python reprs (['XOM'], True).
+            as_json = table.apply(lambda column: column.map(_csv_cell) if column.dtype == object else column)
+            as_json.to_csv(handle, index=False)
             return
         # Object dtype with None for missing values: JSON null, never NaN (not JSON).
         plain = table.astype(object).where(table.notna(), None)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from finsent.cli import main
-from finsent.tables import load_table, row_texts
+from finsent.tables import load_table, row_texts, write_table
 from model import DEFAULT_MODEL_DIR, SENTIMENT_LABELS
 
 
@@ -431,3 +431,19 @@ def test_evaluate_refuses_to_write_its_report_over_the_data(
     assert main(["evaluate", "--data", str(data), "--task", "sentiment", "--json", str(data)]) == 2
     assert "is the --data file" in capsys.readouterr().err
     assert data.read_text() == "text,label\nShares plunge,negative\n"
+
+
+def test_a_jsonl_file_may_start_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"headline": "Stocks rally"}\n')
+    assert row_texts(load_table(path)) == ["Stocks rally"]
+
+
+def test_jsonl_lists_objects_and_booleans_are_written_to_csv_as_json(tmp_path: Path) -> None:
+    source = tmp_path / "nested.jsonl"
+    record = {"headline": "Oil majors rally", "tickers": ["XOM", "CVX"], "flag": False, "meta": {"a": None}}
+    source.write_text(json.dumps(record) + "\n")
+    write_table(load_table(source).frame, tmp_path / "out.csv")
+    (row,) = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False).to_dict("records")
+    assert json.loads(row["tickers"]) == ["XOM", "CVX"]
+    assert (row["flag"], json.loads(row["meta"])) == ("false", {"a": None})
