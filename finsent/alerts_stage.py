@@ -37,6 +37,7 @@ from finsent.config import ServiceConfig
 from finsent.consumer_stage import ConsumerStage
 from finsent.errors import UsageError, first_line
 from ingest import common_config
+from ingest.observer import STREAM_ERROR_KINDS
 from monitor import OTHER_TOPIC, WindowSnapshot, window_label
 
 # What SQLite says of a file that is not a usable database (not of a full disk or a read-only folder).
@@ -131,6 +132,8 @@ class AlertsStage(ConsumerStage):
             ["kind"],
             registry=registry,
         )
+        for kind in STREAM_ERROR_KINDS:  # at 0 from the start, so rate() sees the first failure
+            self.stage_errors.labels(kind=kind)
         # The monitor publishes the model's labels and "other" only; anything else on the windows topic
         # is another producer's, and evaluating it would grow alert state and series without bound.
         self.known_topics = frozenset(config.monitor_config().topics or ()) | {OTHER_TOPIC}

@@ -24,6 +24,7 @@ from finsent.config import ServiceConfig
 from finsent.consumer_stage import ConsumerStage
 from finsent.scored_records import parse_scored
 from finsent.windows_sink import KafkaWindowsSink, WindowsSink, windows_records
+from ingest.observer import STREAM_ERROR_KINDS
 from monitor import (
     Monitor,
     MonitorConfig,
@@ -120,6 +121,7 @@ class MonitorStage(ConsumerStage):
         self.clock = MonitorClock(monotonic)
         self.monitor = self._restore()
         self.metrics = MonitorMetrics(registry)
+        self.metrics.declare_topics(self.monitor.topics())
         self.malformed = Counter(
             "finsent_monitor_malformed_records",
             "Scored records the monitor could not use (logged, skipped)",
@@ -139,6 +141,8 @@ class MonitorStage(ConsumerStage):
             ["kind"],
             registry=registry,
         )
+        for kind in STREAM_ERROR_KINDS:  # at 0 from the start, so rate() sees the first failure
+            self.errors.labels(kind=kind)
         self.clock_gauge = Gauge(
             "finsent_monitor_clock_timestamp_seconds",
             "Event-time clock the monitor evaluates windows at",

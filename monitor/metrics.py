@@ -105,6 +105,12 @@ class MonitorMetrics:
         for outcome in Outcome:
             self.messages.labels(outcome=outcome.value)
 
+    def declare_topics(self, topics: Iterable[str]) -> None:
+        """Create each topic x sentiment counted series at 0, so rate() sees each one's first message."""
+        for topic in topics:
+            for sentiment in SENTIMENTS:
+                self.classified.labels(news_topic=self._topic(topic), sentiment=sentiment)
+
     def _topic(self, topic: str) -> str:
         if topic in self._topics:
             return topic

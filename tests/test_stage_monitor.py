@@ -600,3 +600,19 @@ def test_temporary_files_of_a_save_cut_short_are_removed_at_start(tmp_path: Path
 )
 def test_finsent_run_refuses_a_state_dir_it_cannot_write_at_start(where: str) -> None:
     assert f"finsent run: error: state_dir {where}: cannot write there: " in monitor_stage_refused(where)
+
+
+def test_counted_and_error_series_exist_at_zero_from_the_start(tmp_path: Path) -> None:
+    """So rate() and increase() see the first message of a topic and the first failure of a kind."""
+    registry = CollectorRegistry()
+    MonitorStage(stage_config(tmp_path), registry, sink=ListSink())
+    for topic in TOPIC_LABELS:
+        for sentiment in ("negative", "neutral", "positive"):
+            labels = {"news_topic": topic, "sentiment": sentiment}
+            assert registry.get_sample_value("finsent_classified_messages_total", labels) == 0.0
+    for kind in ("connect", "broker", "produce", "commit"):
+        assert registry.get_sample_value("finsent_monitor_errors_total", {"kind": kind}) == 0.0
+        assert (
+            registry.get_sample_value("finsent_stream_errors_total", {"stage": "monitor", "kind": kind})
+            == 0.0
+        )
