@@ -54,6 +54,9 @@ class ConsumerStage(ABC):
         self._last_poll_ok = False
         self.failed = False
         self._health = None if registry is None else StageHealth.of(registry, self.name)
+        if self._health is not None:
+            # Read at each scrape: a stage that lost its broker shows 0 without waiting for a poll.
+            self._health.ready.labels(stage=self.name).set_function(lambda: 1.0 if self.ready else 0.0)
         self._last_health_report = -float("inf")
 
     # ------------------------------------------------------------- subclass hooks
@@ -163,12 +166,11 @@ class ConsumerStage(ABC):
             self._report_health()
 
     def _report_health(self) -> None:
-        """Every second: readiness, and the lag of each owned partition behind the records handled."""
+        """Every second: the lag of each owned partition behind the records handled."""
         now = time.monotonic()
         if self._health is None or now - self._last_health_report < HEALTH_REPORT_INTERVAL_S:
             return
         self._last_health_report = now
-        self._health.ready.labels(stage=self.name).set(1 if self.ready else 0)
         with self._lock:
             handled = {tp: self._positions.get(tp) for tp in self._owned}
         for tp, position in handled.items():
@@ -238,8 +240,6 @@ class ConsumerStage(ABC):
 
     def _close(self) -> None:
         self._last_poll_ok = False
-        if self._health is not None:
-            self._health.ready.labels(stage=self.name).set(0)
         with self._lock:
             self._owned.clear()
         if self._consumer is not None:
