@@ -90,7 +90,7 @@ class ClassifyStage:
         self.loop = StreamLoop(
             config.loop_settings(self.engine.version),
             config.kafka_settings(),
-            holder_classifier(self.holder, self.drift),
+            holder_classifier(self.holder, self.drift, self.metrics.truncated_total.inc),
             observer=self.metrics,
         )
         self._failed = False

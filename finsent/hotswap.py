@@ -45,11 +45,19 @@ class EngineHolder:
         return old
 
 
-def holder_classifier(holder: EngineHolder, drift: DriftMonitor | None = None) -> Classifier:
-    """ingest's classifier contract over the holder: one engine per batch, model_version per result."""
+def holder_classifier(
+    holder: EngineHolder,
+    drift: DriftMonitor | None = None,
+    on_truncated: Callable[[int], None] | None = None,
+) -> Classifier:
+    """ingest's classifier contract over the holder: one engine per batch, model_version per result.
+
+    ``on_truncated`` is told how many texts of each batch were longer than the token budget.
+    """
 
     def classify(texts: Sequence[str]) -> list[Mapping[str, Any]]:
         engine = holder.engine  # one reference for the whole batch
+        predictions = engine.predict(list(texts))
         results: list[Mapping[str, Any]] = [
             {
                 "topic": prediction.topic,
@@ -58,8 +66,11 @@ def holder_classifier(holder: EngineHolder, drift: DriftMonitor | None = None) -
                 "sentiment_scores": prediction.sentiment_scores,
                 "model_version": engine.version,
             }
-            for prediction in engine.predict(list(texts))
+            for prediction in predictions
         ]
+        truncated = sum(prediction.truncated for prediction in predictions)
+        if on_truncated is not None and truncated:
+            on_truncated(truncated)
         if drift is not None and results:
             drift.observe(results)
         return results

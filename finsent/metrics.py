@@ -58,6 +58,11 @@ class ClassifyMetrics:
             registry=r,
         )
         self.health = StageHealth.of(r, "classify")
+        self.truncated_total = Counter(
+            "finsent_truncated_texts",
+            "Texts longer than the token budget (max_tokens), scored on their first tokens.",
+            registry=r,
+        )
         self.commits_total = Counter("finsent_offset_commits", "Offset commits accepted.", registry=r)
         self.paused = Gauge(
             "finsent_fetch_paused", "1 while fetching is paused for backpressure.", registry=r

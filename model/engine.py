@@ -18,7 +18,7 @@ import onnxruntime as ort
 from model.batching import length_sorted_batches, pad_batch
 from model.labels import SENTIMENT_LABELS, TOPIC_LABELS
 from model.manifest import DEFAULT_MODEL_DIR, read_manifest
-from model.tokenization import encode_texts, load_tokenizer
+from model.tokenization import encode_batch, encode_texts, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class Prediction:
     topic_score: float
     sentiment: str
     sentiment_scores: dict[str, float]
+    truncated: bool = False
+    """The text was longer than the token budget and was scored on its first tokens."""
 
 
 class Engine:
@@ -193,9 +195,11 @@ class Engine:
 
     def probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated (topic, sentiment) probability matrices, rows in input order."""
-        token_ids = encode_texts(self.tokenizer, texts)
-        topic = np.zeros((len(texts), len(TOPIC_LABELS)), dtype=np.float32)
-        sentiment = np.zeros((len(texts), len(SENTIMENT_LABELS)), dtype=np.float32)
+        return self._run(encode_texts(self.tokenizer, texts))
+
+    def _run(self, token_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        topic = np.zeros((len(token_ids), len(TOPIC_LABELS)), dtype=np.float32)
+        sentiment = np.zeros((len(token_ids), len(SENTIMENT_LABELS)), dtype=np.float32)
         for batch in length_sorted_batches([len(ids) for ids in token_ids], self.batch_size):
             input_ids, attention_mask = pad_batch([token_ids[i] for i in batch])
             topic[batch], sentiment[batch] = self.session.run(input_ids, attention_mask)
@@ -203,9 +207,10 @@ class Engine:
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Topic, topic score, sentiment and all three sentiment probabilities per text."""
-        topic, sentiment = self.probabilities(texts)
+        encodings = encode_batch(self.tokenizer, texts)
+        topic, sentiment = self._run([encoding.ids for encoding in encodings])
         results = []
-        for topic_row, sentiment_row in zip(topic, sentiment, strict=True):
+        for topic_row, sentiment_row, encoding in zip(topic, sentiment, encodings, strict=True):
             best_topic = int(topic_row.argmax())
             results.append(
                 Prediction(
@@ -216,6 +221,7 @@ class Engine:
                         name: float(value)
                         for name, value in zip(SENTIMENT_LABELS, sentiment_row, strict=True)
                     },
+                    truncated=bool(encoding.overflowing),
                 )
             )
         return results

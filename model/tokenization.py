@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from model.text import normalize_text
 
@@ -28,7 +28,11 @@ def load_tokenizer(model_dir: Path, max_tokens: int = DEFAULT_MAX_TOKENS) -> Tok
     return tokenizer
 
 
+def encode_batch(tokenizer: Tokenizer, texts: Sequence[str]) -> list[Encoding]:
+    """Normalise and tokenise texts (ids with [CLS]/[SEP], at most the budget; ``overflowing`` holds the rest)."""
+    return list(tokenizer.encode_batch([normalize_text(text) for text in texts]))
+
+
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Normalise and tokenise texts into id lists (with [CLS]/[SEP], at most the budget)."""
-    encodings = tokenizer.encode_batch([normalize_text(text) for text in texts])
-    return [encoding.ids for encoding in encodings]
+    return [encoding.ids for encoding in encode_batch(tokenizer, texts)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -53,6 +54,25 @@ def test_a_swap_during_a_batch_applies_from_the_next_batch() -> None:
     assert [result["model_version"] for result in first] == ["v1", "v1", "v1"]
     assert holder.engine is new
     assert {result["model_version"] for result in classify(["d", "e"])} == {"v2"}
+
+
+def test_texts_longer_than_the_budget_are_counted_per_batch() -> None:
+    class Truncating(FakeEngine):
+        def predict(self, texts: Sequence[str]) -> list[Prediction]:
+            return [
+                replace(p, truncated=len(t) > 5) for p, t in zip(super().predict(texts), texts, strict=True)
+            ]
+
+    counted: list[int] = []
+    classify = holder_classifier(EngineHolder(as_engine(Truncating("v1"))), on_truncated=counted.append)
+    classify(["short", "a long article", "another long one"])
+    classify(["tiny"])  # nothing truncated: not reported
+    assert counted == [2]
+    metrics = ClassifyMetrics()
+    holder_classifier(EngineHolder(as_engine(Truncating("v1"))), on_truncated=metrics.truncated_total.inc)(
+        ["a long article"]
+    )
+    assert metrics.registry.get_sample_value("finsent_truncated_texts_total") == 1.0
 
 
 def test_watcher_swaps_to_the_current_version_and_publishes_it(tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ def test_long_article_is_truncated_not_rejected(engine: Engine) -> None:
     result = engine.predict([article, "short"])
     assert result[0].sentiment == "negative"
     assert len(engine.tokenizer.encode(article).ids) == engine.max_tokens
+    assert [prediction.truncated for prediction in result] == [True, False]  # counted by the service
 
 
 def test_tampered_model_file_is_refused(tmp_path: Path) -> None:
