@@ -104,13 +104,21 @@ OPTIONS: tuple[Option, ...] = (
         5.0,
         "seconds between monitor evaluations (snapshots, metrics, alerts)",
         duration=True,
+        above=0,
     ),
-    Option("checkpoint_interval", float, 10.0, "seconds between monitor checkpoints", duration=True),
+    Option("checkpoint_interval", float, 10.0, "seconds between monitor checkpoints", duration=True, above=0),
     Option("windows", str, "5m,15m,1h", "monitor window horizons, comma-separated durations"),
     Option("bucket_seconds", int, 10, "monitor bucket width in seconds", minimum=1, maximum=86_400),
     Option("allowed_lateness", float, 120.0, "event-time lateness the monitor still accepts", duration=True),
     Option("min_volume", int, 20, "windows below this volume get no surge statistic", minimum=1),
-    Option("baseline_half_life", float, 6 * 3600.0, "half-life of the negative-rate baseline", duration=True),
+    Option(
+        "baseline_half_life",
+        float,
+        6 * 3600.0,
+        "half-life of the negative-rate baseline",
+        duration=True,
+        above=0,
+    ),
     Option("baseline_min_samples", int, 30, "baseline samples before surges are scored", minimum=1),
     # Model registry, hot swap and drift (README.md).
     Option(
@@ -125,17 +133,27 @@ OPTIONS: tuple[Option, ...] = (
         5.0,
         "seconds between checks of the registry's current version",
         duration=True,
+        above=0,
         maximum=86400.0,
     ),
     Option(
         "drift_window", int, 1000, "predictions in the rolling drift window", minimum=10, maximum=1_000_000
     ),
-    Option("low_confidence_threshold", float, 0.5, "top probability below this counts as low-confidence"),
+    Option(
+        "low_confidence_threshold",
+        float,
+        0.5,
+        "top probability below this counts as low-confidence",
+        minimum=0,
+        maximum=1,
+    ),
     Option(
         "drift_retrain_threshold",
         float,
         None,
         "write a retrain request to the registry when a task's prediction drift (JS divergence) passes this",
+        above=0,
+        maximum=JS_MAX,
     ),
     Option(
         "drift_request_cooldown",
@@ -320,21 +338,8 @@ def _check_kafka(config: ServiceConfig) -> None:
 
 
 def _check_monitoring(config: ServiceConfig) -> None:
-    if config.swap_poll_interval <= 0:
-        raise UsageError(f"swap_poll_interval: must be positive, got {config.swap_poll_interval}")
-    if not 0 <= config.low_confidence_threshold <= 1:
-        raise UsageError(
-            f"low_confidence_threshold: a probability in [0, 1], got {config.low_confidence_threshold}"
-        )
-    if config.drift_retrain_threshold is not None and not 0 < config.drift_retrain_threshold <= JS_MAX:
-        raise UsageError(
-            f"drift_retrain_threshold: a JS divergence in (0, ln 2], got {config.drift_retrain_threshold}"
-        )
     if config.drift_retrain_threshold is not None and config.registry is None:
         raise UsageError("drift_retrain_threshold needs registry (the retrain request is written there)")
-    for name in ("eval_interval", "checkpoint_interval", "baseline_half_life"):
-        if getattr(config, name) <= 0:
-            raise UsageError(f"{name}: must be positive, got {getattr(config, name)}")
     config.monitor_config()
 
 

@@ -139,14 +139,17 @@ def test_drift_past_the_threshold_requests_one_retrain(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        ({"registry": "r", "swap_poll_interval": "0"}, "swap_poll_interval: must be positive"),
-        ({"low_confidence_threshold": "1.5"}, r"low_confidence_threshold: a probability in \[0, 1\]"),
-        ({"low_confidence_threshold": "-0.1"}, r"low_confidence_threshold: a probability in \[0, 1\]"),
+        ({"registry": "r", "swap_poll_interval": "0"}, "--swap-poll-interval: must be above 0"),
+        ({"low_confidence_threshold": "1.5"}, "--low-confidence-threshold: must be at most 1"),
+        ({"low_confidence_threshold": "-0.1"}, "--low-confidence-threshold: must be at least 0"),
         # Thresholds are plain numbers, not durations ("500ms" was read as 0.5).
         ({"low_confidence_threshold": "500ms"}, "--low-confidence-threshold: expected a number, got '500ms'"),
         ({"low_confidence_threshold": "nan"}, "--low-confidence-threshold: expected a finite number"),
         ({"registry": "r", "drift_retrain_threshold": "abc"}, "--drift-retrain-threshold: expected a number"),
-        ({"registry": "r", "drift_retrain_threshold": "0.9"}, "drift_retrain_threshold: a JS divergence"),
+        (
+            {"registry": "r", "drift_retrain_threshold": "0.9"},
+            "--drift-retrain-threshold: must be at most 0.69",
+        ),
         ({"drift_retrain_threshold": "0.1"}, "drift_retrain_threshold needs registry"),
         ({"drift_request_cooldown": "-1"}, "--drift-request-cooldown: invalid duration '-1'"),
     ],

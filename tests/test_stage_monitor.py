@@ -311,7 +311,7 @@ def test_stage_settings_are_validated_naming_the_field(tmp_path: Path) -> None:
     for flags, name in (
         ({"stage": "score"}, "--stage"),
         ({"eval_interval": "soon"}, "--eval-interval"),
-        ({"eval_interval": "0"}, "eval_interval"),
+        ({"eval_interval": "0"}, "--eval-interval: must be above 0"),  # names the flag it came from
         ({"windows": "1m,7s"}, "windows"),
         ({"windows": "fortnight"}, "windows"),
         ({"windows_topic": "news.scored"}, "windows_topic"),
