@@ -182,6 +182,7 @@ def _post(request: urllib.request.Request, url: str, timeout: float) -> int:
                 f"HTTP {exc.code} from {url}: redirects to {_location(exc)}; redirects are not followed "
                 "(configure the final URL)",
                 permanent=exc.code in (301, 308),
+                retry_after=retry_after_seconds(exc.headers.get("Retry-After"), time.time()),
             ) from exc
         try:
             detail = exc.read(300).decode("utf-8", "replace").strip()

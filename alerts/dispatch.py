@@ -169,17 +169,15 @@ class Dispatcher:
         # Every row handled ends delivered, failed or scheduled after `now` (even if the wall clock stepped
         # back meanwhile), so this loop ends; it goes on past the first batch because finishing a row makes
         # the next row of the same alert due.
-        while rows := self._outbox.due(subscription.name, now):
+        while not self._stopping.is_set() and (rows := self._outbox.due(subscription.name, now)):
             for row in rows:
+                if self._stopping.is_set():  # stop() waits only for the attempt in flight
+                    break
                 if row.event is None:
-                    log.error(
-                        "alert notification %s for subscription %r given up: %s",
-                        row.notification_key,
-                        subscription.name,
-                        row.error,
-                    )
-                    self._outbox.failed(row.id, row.attempts, row.error, now)
-                    self._observe(subscription, "failed")
+                    self._give_up(subscription, row, row.attempts, "undecodable", row.error, now)
+                elif now - row.created_at >= subscription.max_age_s:
+                    # Not worth a timeout: it is given up whether or not the receiver answers.
+                    self._give_up(subscription, row, row.attempts, "too old", "not delivered in max_age", now)
                 elif down_until is not None:
                     self._outbox.postpone(row.id, down_until)
                 else:
@@ -187,6 +185,20 @@ class Dispatcher:
                     if outcome == "delivered":
                         delivered += 1
         return delivered
+
+    def _give_up(
+        self, subscription: Subscription, row: OutboxRow, attempts: int, why: str, error: str, now: float
+    ) -> None:
+        log.error(
+            "alert notification %s to subscription %r given up after %d attempt(s) (%s): %s",
+            row.notification_key,
+            subscription.name,
+            attempts,
+            why,
+            error,
+        )
+        self._outbox.failed(row.id, attempts, error, now)
+        self._observe(subscription, "failed")
 
     def _prune_now_and_then(self) -> None:
         with self._prune_lock:
@@ -212,19 +224,14 @@ class Dispatcher:
             error = str(exc) or type(exc).__name__
             exhausted = subscription.max_attempts > 0 and attempts >= subscription.max_attempts
             too_old = now - row.created_at >= subscription.max_age_s
-            if permanent or exhausted or too_old:
-                why = "permanent failure" if permanent else "attempts exhausted" if exhausted else "too old"
-                log.error(
-                    "alert notification %s to subscription %r given up after %d attempt(s) (%s): %s",
-                    row.notification_key,
-                    subscription.name,
-                    attempts,
-                    why,
-                    error,
-                )
-                self._outbox.failed(row.id, attempts, error, now)
-                self._observe(subscription, "failed")
-                return "failed", None
+            if permanent:
+                self._give_up(subscription, row, attempts, "permanent failure", error, now)
+                return "failed", None  # the receiver answered: its other rows may go through
+            if exhausted or too_old:
+                why = "attempts exhausted" if exhausted else "too old"
+                self._give_up(subscription, row, attempts, why, error, now)
+                # The receiver is probably down: its other due rows wait, as after a retry.
+                return "failed", now + jittered(subscription.backoff_initial_s, self._rng)
             delay = jittered(
                 backoff_delay(attempts, subscription.backoff_initial_s, subscription.backoff_max_s), self._rng
             )
@@ -289,12 +296,14 @@ class Dispatcher:
                 continue
             lane.thread.join(max(deadline - time.monotonic(), 0.0))
             if lane.thread.is_alive():
+                # Kept: start() must not run a second thread for this subscription beside it.
                 log.warning(
                     "alert delivery to subscription %r still busy after %.1fs",
                     lane.subscription.name,
                     timeout,
                 )
-            lane.thread = None
+            else:
+                lane.thread = None
         for sender in self._senders.values():
             sender.close()
 

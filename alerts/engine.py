@@ -220,7 +220,12 @@ def _annotations(rule: Rule, topic: str, evidence: Evidence) -> dict[str, str]:
         "window": evidence.window,
         "headlines": headlines,
     }
-    annotations.update({key: template.format_map(values) for key, template in rule.annotations.items()})
+    for key, template in rule.annotations.items():
+        try:
+            annotations[key] = template.format_map(values)
+        except (KeyError, ValueError, IndexError, AttributeError, TypeError):
+            # Checked when the rules load; never let one template stop the alert's notifications.
+            annotations[key] = template
     return annotations
 
 
@@ -426,8 +431,10 @@ class AlertEngine:
                 continue
             since = track.starts_at if track.state == "firing" else track.pending_since
             assert since is not None
-            rule = self._rules[track.rule]
-            result.append(ActiveAlert(fp, track.rule, track.topic, rule.severity, track.state, since))
+            severity = self._rules[track.rule].severity
+            if track.state == "firing" and track.labels is not None:
+                severity = track.labels.get("severity", severity)  # what it fired with, as its events say
+            result.append(ActiveAlert(fp, track.rule, track.topic, severity, track.state, since))
         return result
 
     def to_state(self) -> dict[str, Any]:

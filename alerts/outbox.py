@@ -46,6 +46,13 @@ ORDER BY id
 LIMIT ?
 """
 
+_NEXT_DUE = """
+SELECT MIN(next_attempt) FROM outbox AS o
+WHERE status = 'pending' AND subscription = ?
+  AND id = (SELECT MIN(id) FROM outbox AS p
+            WHERE p.status = 'pending' AND p.subscription = o.subscription AND p.fingerprint = o.fingerprint)
+"""
+
 
 @dataclass(frozen=True)
 class OutboxRow:
@@ -211,12 +218,13 @@ class Outbox:
         return int(count)
 
     def next_due(self, subscription: str) -> float | None:
-        """Earliest next_attempt among a subscription's pending rows, or None when it has none."""
+        """When the subscription's next row becomes due (None when it has none pending).
+
+        Only the oldest pending row of each alert counts: a later one waiting behind it may have an
+        attempt time long past, and counting it would wake the delivery thread for nothing, every 10 ms.
+        """
         with self._lock:
-            row = self._db.execute(
-                "SELECT MIN(next_attempt) FROM outbox WHERE status = 'pending' AND subscription = ?",
-                (subscription,),
-            ).fetchone()
+            row = self._db.execute(_NEXT_DUE, (subscription,)).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     def rows(self) -> list[dict[str, Any]]:

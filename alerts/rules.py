@@ -119,6 +119,10 @@ def _label_problem(key: str) -> str | None:
     return None
 
 
+MAX_ANNOTATION_CHARS = 4096
+"""An annotation template padded wider than this ("{rate:>100000000}") is refused."""
+
+
 def _annotation_problem(key: str) -> str | None:
     # Alertmanager refuses the whole alert (400) for an annotation name a label could not have.
     return None if LABEL_NAME.match(key) else "not a valid annotation name (letters, digits and _)"
@@ -130,9 +134,13 @@ def _template_problem(template: str) -> str | None:
         unknown = [name for name in names if name not in TEMPLATE_FIELDS]
         if unknown:
             return f"unknown placeholder {unknown[0]!r}; use {', '.join(TEMPLATE_FIELDS)}"
-        template.format_map(dict.fromkeys(TEMPLATE_FIELDS, ""))
-    except (KeyError, ValueError, IndexError, AttributeError) as exc:
+        # Every value an annotation gets is a string (engine._annotations): format with strings like them,
+        # so a spec that fails on one ("{rate:{severity}}", "{rate:d}") fails here, at start-up.
+        formatted = template.format_map(dict.fromkeys(TEMPLATE_FIELDS, "0.0%"))
+    except (KeyError, ValueError, IndexError, AttributeError, TypeError) as exc:
         return f"invalid template {template!r} ({exc}); placeholders: {', '.join(TEMPLATE_FIELDS)}"
+    if len(formatted) > MAX_ANNOTATION_CHARS:
+        return f"template {template[:40]!r}... expands to over {MAX_ANNOTATION_CHARS} characters"
     return None
 
 

@@ -118,7 +118,7 @@ def _url_problem(url: str, base: bool) -> str | None:
         return "no host"
     if parts.netloc.endswith(":") or port == 0:
         return "the port must be a number from 1 to 65535"
-    if base and (parts.query or parts.fragment):
+    if base and ("?" in url or "#" in url):  # urlsplit reports an empty query for a bare "?"
         return "a base URL takes no query or fragment"
     return None
 
@@ -140,6 +140,24 @@ def _kafka_topic(fields: Fields, reserved: Collection[str]) -> str:
             "topic", f"{topic!r} is one of finsent's own topics; alert JSON there would feed the pipeline"
         )
     return topic
+
+
+def _webhook_secret(fields: Fields) -> str:
+    """The signing secret, given in the file or named by an environment variable."""
+    if fields.has("secret") == fields.has("secret_env"):
+        fields.fail("secret", "a webhook needs exactly one of secret or secret_env")
+    if fields.has("secret"):
+        secret = fields.string("secret")
+    else:
+        variable = fields.string("secret_env")
+        secret = os.environ.get(variable) or ""
+        if not secret:
+            fields.fail("secret_env", f"environment variable {variable} is not set (or empty)")
+    try:
+        secret.encode("utf-8")  # it signs every delivery
+    except UnicodeEncodeError:
+        fields.fail("secret", "holds a lone UTF-16 surrogate, which cannot be encoded to sign with")
+    return secret
 
 
 def _parse_subscription(item: object, index: int, source: str, reserved: Collection[str]) -> Subscription:
@@ -168,18 +186,10 @@ def _parse_subscription(item: object, index: int, source: str, reserved: Collect
     ttl: float | None = None
     if kind == "webhook":
         url = _url(fields, "url")
-        if fields.has("secret") == fields.has("secret_env"):
-            fields.fail("secret", "a webhook needs exactly one of secret or secret_env")
-        if fields.has("secret"):
-            secret = fields.string("secret")
-        else:
-            variable = fields.string("secret_env")
-            secret = os.environ.get(variable)
-            if not secret:
-                fields.fail("secret_env", f"environment variable {variable} is not set (or empty)")
+        secret = _webhook_secret(fields)
     elif kind == "alertmanager":
         url = _url(fields, "url", base=True).rstrip("/")
-        if url.endswith("/api/v2/alerts") or url.endswith("/api/v1/alerts"):
+        if url.endswith(("/api/v2/alerts", "/api/v1/alerts", "/api/v2", "/api/v1")):
             fields.fail(
                 "url",
                 f"give Alertmanager's base URL ({url.rsplit('/api/', 1)[0]}); finsent adds /api/v2/alerts",

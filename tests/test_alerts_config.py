@@ -134,6 +134,19 @@ def rule_error(item: dict[str, Any], *extra: dict[str, Any]) -> str:
             {"name": "r", "rate_above": 0.5, "annotations": {"s": "{rate"}},
             "field 'annotations.s': invalid template",
         ),
+        # Accepted before, then every evaluation of the firing alert raised: stuck firing, nothing sent.
+        (
+            {"name": "r", "rate_above": 0.5, "annotations": {"s": "{rate:{severity}}"}},
+            "field 'annotations.s': invalid template",
+        ),
+        (
+            {"name": "r", "rate_above": 0.5, "annotations": {"s": "{volume:d}"}},  # every value is a string
+            "field 'annotations.s': invalid template",
+        ),
+        (
+            {"name": "r", "rate_above": 0.5, "annotations": {"s": "{rate:>100000000}"}},
+            "field 'annotations.s': template '{rate:>100000000}'... expands to over 4096 characters",
+        ),
         ({"rate_above": 0.5}, "rules.yaml: rule #1: field 'name': required"),
         ("just a string", "rules.yaml: rule #1: expected a mapping"),
     ],
@@ -260,6 +273,14 @@ def test_secret_env_is_read_at_load_time(monkeypatch: pytest.MonkeyPatch) -> Non
             {"name": "am", "kind": "alertmanager", "url": "http://am:9093/api/v2/alerts"},
             "field 'url': give Alertmanager's base URL (http://am:9093); finsent adds /api/v2/alerts",
         ),
+        (
+            {"name": "am", "kind": "alertmanager", "url": "http://am:9093/api/v2"},
+            "field 'url': give Alertmanager's base URL (http://am:9093); finsent adds /api/v2/alerts",
+        ),
+        # urlsplit sees no query in a bare "?": the pushes went to /?/api/v2/alerts.
+        ({"name": "am", "kind": "alertmanager", "url": "http://am:9093/?"}, "a base URL takes no query"),
+        ({"name": "am", "kind": "alertmanager", "url": "http://am:9093#"}, "a base URL takes no query"),
+        ({**HOOK, "secret": "ab\ud800"}, "field 'secret': holds a lone UTF-16 surrogate"),
         (
             {k: v for k, v in HOOK.items() if k != "secret"},
             "field 'secret': a webhook needs exactly one of secret or secret_env",

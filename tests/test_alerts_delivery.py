@@ -258,6 +258,21 @@ def test_a_receivers_retry_after_is_honoured_up_to_backoff_max(
     assert low - 1 <= row["next_attempt"] - clock.now <= high + 1
 
 
+@pytest.mark.parametrize("status", [302, 303, 307])
+def test_retry_after_counts_on_a_passing_redirect_too(
+    receiver: Receiver, tmp_path: Path, status: int
+) -> None:
+    receiver.statuses, receiver.retry_after = [status], "120"
+    clock = Clock(time.time())
+    sub = hook(receiver.url, backoff_initial_s=1.0, backoff_max_s=600.0)
+    engine, event = fire()
+    with Dispatcher([sub], tmp_path / "outbox.db", clock=clock) as dispatcher:
+        dispatcher.record([event], engine.to_state())
+        assert dispatcher.deliver_due() == 0
+        (row,) = dispatcher.outbox.rows()
+    assert row["status"] == "pending" and row["next_attempt"] - clock.now >= 119
+
+
 def test_retry_after_as_an_http_date() -> None:
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", 1445412450.0) == pytest.approx(30.0)
     assert retry_after_seconds(" 42 ", 0.0) == 42.0

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from alerts import AlertEvent, DeliveryError, Dispatcher, Subscription
+from alerts import AlertEngine, AlertEvent, DeliveryError, Dispatcher, Subscription
 from alerts.outbox import OutboxRow
-from tests.test_alerts_delivery import Clock, Observer, Receiver, fire, hook
-from tests.test_alerts_engine import snap
+from tests.test_alerts_delivery import Clock, Observer, Receiver, fire, hook, resolve
+from tests.test_alerts_engine import rule, snap
 
 
 class SteppingBack:
@@ -160,3 +160,75 @@ def test_rows_of_a_removed_subscription_are_given_up_and_counted(
     assert sender.sent == [event.notification_key]
     assert ("removed", "unconfigured", "failed") in observer.outcomes
     assert any("no longer configured" in r.message for r in caplog.records)
+
+
+class Refusing:
+    """A receiver that is down; counts attempts."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.calls = 0
+        self.delay_s = delay_s
+
+    def send(self, subscription: Subscription, event: AlertEvent, now: float) -> None:
+        self.calls += 1
+        time.sleep(self.delay_s)
+        raise DeliveryError("HTTP 500 from receiver")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_row_waiting_behind_its_alerts_retried_row_does_not_wake_the_thread(tmp_path: Path) -> None:
+    """next_due counted it, though it cannot be sent before the row ahead: a pass every 10 ms."""
+    engine, firing = fire()
+    resolved = resolve(engine)
+    sender = Refusing()
+    sub = hook("http://x/", backoff_initial_s=60.0, backoff_max_s=60.0)
+    with Dispatcher([sub], tmp_path / "outbox.db", senders={"webhook": sender}) as d:
+        d.record([firing, resolved], engine.to_state())
+        due = d.outbox.due
+        passes: list[float] = []
+
+        def counted_due(subscription: str, now: float, limit: int = 100) -> list[OutboxRow]:
+            passes.append(now)
+            return due(subscription, now, limit)
+
+        d.outbox.due = counted_due  # type: ignore[method-assign]
+        d.start()
+        time.sleep(2.0)
+        d.stop()
+    assert sender.calls == 1
+    assert len(passes) < 10  # one pass per poll interval (1 s), not hundreds
+
+
+def test_stop_starts_no_new_attempt_and_returns_after_the_one_in_flight(tmp_path: Path) -> None:
+    engine = AlertEngine([rule()])
+    events = [e for i in range(20) for e in engine.evaluate([snap(f"T{i}", end=0.0)], 0.0)]
+    sender = Refusing(delay_s=0.5)
+    sub = hook("http://x/", max_attempts=1)  # each failure is final: the pass would go on to the next row
+    with Dispatcher([sub], tmp_path / "outbox.db", senders={"webhook": sender}) as d:
+        d.record(events, engine.to_state())
+        d.start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        d.stop(timeout=5)
+        assert time.monotonic() - started < 1.0
+        calls = sender.calls
+        time.sleep(1.0)
+        assert sender.calls == calls <= 2
+
+
+def test_rows_past_max_age_are_given_up_without_a_timeout_each(tmp_path: Path) -> None:
+    clock = Clock()
+    engine = AlertEngine([rule()])
+    events = [e for i in range(15) for e in engine.evaluate([snap(f"T{i}", end=0.0)], 0.0)]
+    sender = Refusing()
+    sub = hook("http://x/", max_age_s=60.0)
+    with Dispatcher([sub], tmp_path / "outbox.db", clock=clock, senders={"webhook": sender}) as d:
+        d.record(events, engine.to_state())
+        d.deliver_due()
+        assert sender.calls == 1  # the others wait for the retry time, as the README says
+        clock.now += 61
+        d.deliver_due()
+        assert sender.calls == 1  # all too old: given up, none sent
+        assert d.outbox.counts()["failed"] == 15

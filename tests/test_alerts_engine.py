@@ -368,3 +368,23 @@ def test_a_pending_alert_of_a_removed_rule_is_dropped_silently() -> None:
     run(engine, [(100, True)])
     restarted = AlertEngine([rule(name="other")], state=engine.to_state())
     assert restarted.active() == [] and restarted.evaluate([], 200) == []
+
+
+def test_a_template_that_fails_at_run_time_is_sent_unformatted_and_the_alert_lives_on() -> None:
+    """Checked at load; should one slip through, the alert must still notify, repeat and resolve."""
+    bad = rule(annotations={"note": "ok"}, repeat_interval=60.0)
+    object.__setattr__(bad, "annotations", {"note": "{rate:{severity}}"})  # past the loader's check
+    engine = AlertEngine([bad])
+    (fired,) = engine.evaluate([snap(end=0.0)], 0.0)
+    assert fired.status == "firing" and fired.annotations["note"] == "{rate:{severity}}"
+    (repeat,) = engine.evaluate([snap(end=61.0)], 61.0)
+    (resolved,) = engine.evaluate([snap(end=62.0, rate=0.1)], 62.0)
+    assert (repeat.status, resolved.status) == ("firing", "resolved")
+
+
+def test_an_active_alert_shows_the_severity_it_fired_with_after_the_rule_is_edited() -> None:
+    engine = AlertEngine([rule(severity="critical")])
+    engine.evaluate([snap(end=0.0)], 0.0)
+    edited = AlertEngine([rule(severity="info")], state=engine.to_state())
+    (active,) = edited.active()
+    assert (active.state, active.severity) == ("firing", "critical")  # as its repeats and resolve say
