@@ -92,6 +92,7 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._last_prune = -float("inf")
         self._prune_lock = threading.Lock()
+        self._unconfigured_lock = threading.Lock()
         self._stopping = threading.Event()
 
     @property
@@ -141,18 +142,19 @@ class Dispatcher:
 
     def _fail_unconfigured(self) -> None:
         """Give up on the rows of subscriptions removed from the configuration: nothing can deliver them."""
-        now = self._clock()
-        for name in self._outbox.pending_subscriptions() - self._lanes.keys():
-            while rows := self._outbox.due(name, float("inf")):
-                for row in rows:
-                    log.error(
-                        "alert notification %s for subscription %r given up: subscription no longer configured",
-                        row.notification_key,
-                        name,
-                    )
-                    self._outbox.failed(row.id, row.attempts, "subscription no longer configured", now)
-                    if self._observer is not None:
-                        self._observer.notification(name, UNCONFIGURED_KIND, "failed")
+        with self._unconfigured_lock:  # start() and deliver_due() may both run it
+            now = self._clock()
+            for name in self._outbox.pending_subscriptions() - self._lanes.keys():
+                while rows := self._outbox.due(name, float("inf")):
+                    for row in rows:
+                        log.error(
+                            "alert notification %s for subscription %r given up: subscription no longer configured",
+                            row.notification_key,
+                            name,
+                        )
+                        self._outbox.failed(row.id, row.attempts, "subscription no longer configured", now)
+                        if self._observer is not None:
+                            self._observer.notification(name, UNCONFIGURED_KIND, "failed")
 
     def _deliver_lane(self, lane: _Lane) -> int:
         with lane.lock:

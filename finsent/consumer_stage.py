@@ -14,7 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from finsent.stage_health import StageHealth
 from ingest import KafkaSettings, consumer_config
+from ingest.broker_health import BrokerHealth
 from ingest.loop import Backoff
+from ingest.offsets import Partition
 from ingest.stalled_join import rejoin_if_stalled
 
 log = logging.getLogger("finsent.stages")
@@ -53,6 +55,8 @@ class ConsumerStage(ABC):
         self._backoff = Backoff(0.5, 15.0)
         self._last_poll_ok = False
         self.failed = False
+        # kafka-python's poll() does not raise while the broker is gone: readiness needs round trips.
+        self._broker = BrokerHealth(time.monotonic)
         self._health = None if registry is None else StageHealth.of(registry, self.name)
         if self._health is not None:
             # Read at each scrape: a stage that lost its broker shows 0 without waiting for a poll.
@@ -94,9 +98,9 @@ class ConsumerStage(ABC):
 
     @property
     def ready(self) -> bool:
-        """Connected, with partitions assigned and the last poll answered."""
+        """Connected, with partitions assigned, and a broker round trip worked in the last 15 s."""
         consumer = self._consumer
-        if consumer is None or not self._last_poll_ok:
+        if consumer is None or not self._last_poll_ok or not self._broker.ok:
             return False
         try:
             return bool(consumer.assignment())
@@ -156,6 +160,10 @@ class ConsumerStage(ABC):
                     "%s stage: the group join finished without an assignment; joining again", self.name
                 )
             self._backoff.reset()
+            if batches:  # records came back: the broker answered
+                self._broker.answered()
+            elif self._broker.probe_due(time.monotonic()):
+                self._probe_broker()
             for batch in batches.values():
                 for record in batch:
                     self.handle(record)
@@ -164,6 +172,16 @@ class ConsumerStage(ABC):
             # Not under the lock: tick may commit, and a commit may wait on the IO thread's listener.
             self.tick()
             self._report_health()
+
+    def _probe_broker(self) -> None:
+        """Nothing came back lately: ask the broker for end offsets, so readiness reflects whether it answers."""
+        with self._lock:
+            owned = sorted(Partition(tp.topic, tp.partition) for tp in self._owned)
+        if self._broker.probe(self._consumer, owned or [Partition(self.topic, 0)]):
+            self._broker.answered()
+        else:
+            self._broker.unanswered()
+            self.on_error("broker")
 
     def _report_health(self) -> None:
         """Every second: the lag of each owned partition behind the records handled."""
@@ -214,6 +232,7 @@ class ConsumerStage(ABC):
                 "%s stage: commit failed (%s); a later commit or a replay covers it", self.name, error
             )
             return
+        self._broker.answered()
         with self._lock:
             self._committed.update({tp: meta.offset for tp, meta in todo.items()})
 
@@ -230,6 +249,7 @@ class ConsumerStage(ABC):
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
         """Partitions handed to this member by the rebalance that just completed."""
+        self._broker.answered()  # the group join completed
         with self._lock:
             self._owned |= partitions
 

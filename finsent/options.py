@@ -115,7 +115,7 @@ def merge_settings(
             values[option.name] = convert(
                 option, from_file[option.name], f"config file {config_file}: {option.name}"
             )
-        elif option.env in environ and not (environ[option.env] == "" and option.default is None):
+        elif option.env in environ and not (not environ[option.env].strip() and option.default is None):
             # An empty variable of a setting that defaults to none is unset (as compose's ${X:-} gives).
             values[option.name] = convert(option, environ[option.env], option.env)
         else:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import secrets
 import stat
 import warnings
@@ -32,6 +33,10 @@ class Table:
     def where(self, index: int) -> str:
         """'line N' for a JSONL row, 'row N' for a CSV row (the header is row 1)."""
         return f"line {self.lines[index]}" if self.lines is not None else f"row {index + 2}"
+
+
+MAX_CSV_CELL = 2**31 - 1
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 def _format(path: Path) -> str:
@@ -82,9 +87,14 @@ def load_table(path: Path) -> Table:
 
 
 def _check_csv_row_widths(text: str, path: Path) -> None:
-    """A UsageError naming the first row with a non-empty cell beyond the header's columns."""
+    """A UsageError naming the first row with a non-empty cell beyond the header's columns.
+
+    Blank lines are skipped and rows numbered as pandas reads them (the header is row 1).
+    """
+    # Article texts can pass the csv module's default cell limit (128 KiB); pandas has none.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_CELL))
     try:
-        rows = csv.reader(io.StringIO(text, newline=""))
+        rows = (row for row in csv.reader(io.StringIO(text, newline="")) if any(cell.strip() for cell in row))
         header = next(rows, [])
         for number, row in enumerate(rows, start=2):
             if len(row) > len(header) and any(cell.strip() for cell in row[len(header) :]):
@@ -100,9 +110,9 @@ def _jsonl_table(text: str, path: Path) -> Table:
     """One JSON object per non-blank line; the first bad line is named with its number."""
     records: list[dict[str, Any]] = []
     lines: list[int] = []
-    # Split on newlines only: str.splitlines also splits on U+2028, U+0085 and others, which JSON
-    # strings may hold raw (and which write_table writes raw).
-    for number, line in enumerate(text.split("\n"), start=1):
+    # Split on line ends only: str.splitlines also splits on U+2028, U+0085 and others, which JSON
+    # strings may hold raw (and which write_table writes raw). A raw CR cannot be inside a JSON string.
+    for number, line in enumerate(_LINE_END.split(text), start=1):
         if not line.strip():
             continue
         try:

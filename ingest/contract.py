@@ -169,11 +169,16 @@ def first_visible_text(values: Iterable[object]) -> str | None:
 
 
 def has_visible_text(value: str) -> bool:
-    """Whether a text shows anything once HTML entities are decoded (not only spaces, format or control characters).
+    """Whether a text shows anything once HTML entities are decoded.
+
+    Not only spaces, format or control characters, combining marks (a variation selector) or U+FFFD:
+    the tokenizer drops all of them.
 
     ``&nbsp;`` or a zero-width space passes ``str.strip`` but reaches the model as an empty text.
     """
-    return any(unicodedata.category(char)[0] not in "ZC" for char in html.unescape(value))
+    return any(
+        unicodedata.category(char)[0] not in "ZCM" and char != "\ufffd" for char in html.unescape(value)
+    )
 
 
 def validate(payload: Any) -> NewsItem | Invalid:

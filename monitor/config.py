@@ -113,10 +113,15 @@ class MonitorConfig:
             raise ValueError("baseline_min_samples and min_volume must be at least 1")
 
     def _check_limits(self) -> None:
+        # A message is accepted while it is within its topic's lateness and not older than every window
+        # (the longest horizon plus the lateness behind the stream): its id must be remembered that long.
         if self.dedupe_retention is not None and (
-            not math.isfinite(self.dedupe_retention) or self.dedupe_retention < self.allowed_lateness
+            not math.isfinite(self.dedupe_retention)
+            or self.dedupe_retention < self.longest_horizon + self.allowed_lateness
         ):
-            raise ValueError("dedupe_retention must be finite and at least allowed_lateness")
+            raise ValueError(
+                "dedupe_retention must be finite and at least the longest horizon plus allowed_lateness"
+            )
         for name in ("dedupe_max_ids", "top_k", "headline_max_chars", "max_topics"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

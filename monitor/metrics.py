@@ -77,7 +77,7 @@ class MonitorMetrics:
         )
         self.watermark = Gauge(
             "finsent_monitor_watermark_timestamp_seconds",
-            "Event time before which messages are dropped as late",
+            "Latest event time less allowed_lateness: buckets before it are final (lateness is judged per topic)",
             registry=registry,
         )
         self.messages = Counter(

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from finsent.cli import main
+from finsent.errors import UsageError
 from finsent.tables import load_table, row_texts, write_table
 from model import DEFAULT_MODEL_DIR, SENTIMENT_LABELS
 
@@ -447,3 +448,31 @@ def test_jsonl_lists_objects_and_booleans_are_written_to_csv_as_json(tmp_path: P
     (row,) = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False).to_dict("records")
     assert json.loads(row["tickers"]) == ["XOM", "CVX"]
     assert (row["flag"], json.loads(row["meta"])) == ("false", {"a": None})
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "\nid,headline\n1,Stocks fall\n",  # a blank first line, which pandas skips
+        "   \nid,headline\n1,Stocks fall\n",
+        "id,headline\n1," + "Stocks fall on weak demand. " * 8000 + "\n",  # a 220 KB article in one cell
+    ],
+    ids=["blank-first-line", "whitespace-first-line", "220kb-cell"],
+)
+def test_csv_files_pandas_reads_are_not_refused_by_the_row_width_check(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text(content)
+    assert len(row_texts(load_table(path))) == 1
+
+
+def test_a_too_wide_row_is_numbered_as_pandas_numbers_rows(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("id,headline\n\n1,a,b\n")
+    with pytest.raises(UsageError, match="row 2 has 3 cells"):
+        load_table(path)
+
+
+def test_jsonl_with_cr_line_ends_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "cr.jsonl"
+    path.write_bytes(b'{"headline": "a"}\r{"headline": "b"}\r')
+    assert row_texts(load_table(path)) == ["a", "b"]

@@ -178,7 +178,9 @@ def test_a_headline_with_nothing_visible_falls_back_to_the_text(
     assert isinstance(result, NewsItem) and result.text == expected
 
 
-@pytest.mark.parametrize("blank", ["&nbsp;", "\u200b", "&#8203; &zwnj;", "\u2028"])
+@pytest.mark.parametrize(
+    "blank", ["&nbsp;", "\u200b", "&#8203; &zwnj;", "\u2028", "\ufe0f", "\u0301", "\ufffd"]
+)  # the last three: a variation selector, a lone combining accent, the replacement character
 def test_nothing_visible_in_either_field_is_missing_text(blank: str) -> None:
     result = decode(encode({"id": "x", "headline": blank, "text": blank}))
     assert isinstance(result, Invalid) and result.reason == InvalidReason.MISSING_TEXT

@@ -55,6 +55,8 @@ def test_defaults_derive_retention_and_reference_window() -> None:
         ({"allowed_lateness": -1.0}, "allowed_lateness"),
         ({"baseline_half_life": 0.0}, "baseline_half_life"),
         ({"dedupe_retention": 10.0}, "dedupe_retention"),
+        # Per-topic lateness accepts messages up to the longest horizon plus lateness behind the stream.
+        ({"dedupe_retention": 120.0}, "at least the longest horizon plus allowed_lateness"),
         ({"top_k": 0}, "top_k"),
         ({"topics": ("Macro", "other")}, "reserved"),
         ({"baseline_clip_z": 0.0}, "baseline_clip_z"),

@@ -67,6 +67,7 @@ def test_flag_beats_file_beats_environment_beats_default(tmp_path: Path) -> None
     assert values == {"rate": 2.0, "count": 4, "pause": 3.0, "dry_run": True}
     # An empty variable of a setting that defaults to none is unset.
     assert merge_settings(options, {}, None, {"FINSENT_COUNT": ""})["count"] is None
+    assert merge_settings(options, {}, None, {"FINSENT_COUNT": "  "})["count"] is None
     assert merge_settings(options, {}, None, {}) == {
         "rate": 1.0,
         "count": None,

@@ -246,7 +246,7 @@ def service_row(layout: Layout) -> list[dict[str, Any]]:
             layout,
             "stat",
             "Ready classify replicas",
-            [target("sum(finsent_ready)")],
+            [target('sum(finsent_ready{stage="classify"})')],
             unit="short",
             width=4,
             height=4,

@@ -79,6 +79,14 @@ def test_the_monitor_stage_reports_readiness_lag_and_errors(broker: EmbeddedBrok
             pytest.fail(f"monitor never caught up: applied {stage.monitor.counters.applied}, lags {behind}")
         assert most_behind > 0  # the backlog showed while it was read
         assert set(behind) == {"0", "1", "2"}  # every partition of news.scored (all owned)
+        # kafka-python's poll() does not raise without a broker: readiness must notice by itself.
+        broker.stop()
+        deadline = time.monotonic() + 30
+        while registry.get_sample_value("finsent_ready", {"stage": "monitor"}) != 0.0:
+            assert time.monotonic() < deadline, "still ready 30 s after the broker stopped"
+            time.sleep(0.2)
+        broker_errors = {"stage": "monitor", "kind": "broker"}
+        assert (registry.get_sample_value("finsent_stream_errors_total", broker_errors) or 0) >= 1
         stage.on_error("commit")
         assert (
             registry.get_sample_value("finsent_stream_errors_total", {"stage": "monitor", "kind": "commit"})
