@@ -176,20 +176,20 @@ def _post(request: urllib.request.Request, url: str, timeout: float) -> int:
         with opener.open(request, timeout=timeout) as response:
             status = int(response.status)
     except urllib.error.HTTPError as exc:
+        retry_after = retry_after_seconds(exc.headers.get("Retry-After"), time.time())
         if 300 <= exc.code < 400:
             # A moved receiver is a configuration problem (301/308: permanent); 302/303/307 may be passing.
             raise DeliveryError(
                 f"HTTP {exc.code} from {url}: redirects to {_location(exc)}; redirects are not followed "
                 "(configure the final URL)",
                 permanent=exc.code in (301, 308),
-                retry_after=retry_after_seconds(exc.headers.get("Retry-After"), time.time()),
+                retry_after=retry_after,
             ) from exc
         try:
             detail = exc.read(300).decode("utf-8", "replace").strip()
         except (OSError, http.client.HTTPException):
             detail = ""
         permanent = 400 <= exc.code < 500 and exc.code not in RETRYABLE_4XX
-        retry_after = retry_after_seconds(exc.headers.get("Retry-After"), time.time())
         raise DeliveryError(
             f"HTTP {exc.code} from {url}: {detail}", permanent=permanent, retry_after=retry_after
         ) from exc

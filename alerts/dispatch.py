@@ -147,14 +147,8 @@ class Dispatcher:
             for name in self._outbox.pending_subscriptions() - self._lanes.keys():
                 while rows := self._outbox.due(name, float("inf")):
                     for row in rows:
-                        log.error(
-                            "alert notification %s for subscription %r given up: subscription no longer configured",
-                            row.notification_key,
-                            name,
-                        )
-                        self._outbox.failed(row.id, row.attempts, "subscription no longer configured", now)
-                        if self._observer is not None:
-                            self._observer.notification(name, UNCONFIGURED_KIND, "failed")
+                        why = "subscription no longer configured"
+                        self._give_up(row, UNCONFIGURED_KIND, row.attempts, why, why, now)
 
     def _deliver_lane(self, lane: _Lane) -> int:
         with lane.lock:
@@ -176,10 +170,12 @@ class Dispatcher:
                 if self._stopping.is_set():  # stop() waits only for the attempt in flight
                     break
                 if row.event is None:
-                    self._give_up(subscription, row, row.attempts, "undecodable", row.error, now)
+                    self._give_up(row, subscription.kind, row.attempts, "undecodable", row.error, now)
                 elif now - row.created_at >= subscription.max_age_s:
                     # Not worth a timeout: it is given up whether or not the receiver answers.
-                    self._give_up(subscription, row, row.attempts, "too old", "not delivered in max_age", now)
+                    self._give_up(
+                        row, subscription.kind, row.attempts, "too old", "not delivered in max_age", now
+                    )
                 elif down_until is not None:
                     self._outbox.postpone(row.id, down_until)
                 else:
@@ -188,19 +184,19 @@ class Dispatcher:
                         delivered += 1
         return delivered
 
-    def _give_up(
-        self, subscription: Subscription, row: OutboxRow, attempts: int, why: str, error: str, now: float
-    ) -> None:
+    def _give_up(self, row: OutboxRow, kind: str, attempts: int, why: str, error: str, now: float) -> None:
+        """Mark a row failed, log it at ERROR and count it (``kind``: its subscription's)."""
         log.error(
             "alert notification %s to subscription %r given up after %d attempt(s) (%s): %s",
             row.notification_key,
-            subscription.name,
+            row.subscription,
             attempts,
             why,
             error,
         )
         self._outbox.failed(row.id, attempts, error, now)
-        self._observe(subscription, "failed")
+        if self._observer is not None:
+            self._observer.notification(row.subscription, kind, "failed")
 
     def _prune_now_and_then(self) -> None:
         with self._prune_lock:
@@ -227,11 +223,11 @@ class Dispatcher:
             exhausted = subscription.max_attempts > 0 and attempts >= subscription.max_attempts
             too_old = now - row.created_at >= subscription.max_age_s
             if permanent:
-                self._give_up(subscription, row, attempts, "permanent failure", error, now)
+                self._give_up(row, subscription.kind, attempts, "permanent failure", error, now)
                 return "failed", None  # the receiver answered: its other rows may go through
             if exhausted or too_old:
                 why = "attempts exhausted" if exhausted else "too old"
-                self._give_up(subscription, row, attempts, why, error, now)
+                self._give_up(row, subscription.kind, attempts, why, error, now)
                 # The receiver is probably down: its other due rows wait, as after a retry.
                 return "failed", now + jittered(subscription.backoff_initial_s, self._rng)
             delay = jittered(

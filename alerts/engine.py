@@ -188,6 +188,15 @@ def _labels(rule: Rule, topic: str) -> dict[str, str]:
     return labels
 
 
+def _fired_labels(rule: Rule, track: _Track) -> dict[str, str]:
+    """The labels the alert fired with.
+
+    A repeat or resolve after the rule was edited (severity, labels) must still match the alert
+    receivers hold, and reach the subscriptions the firing reached.
+    """
+    return dict(track.labels) if track.labels is not None else _labels(rule, track.topic)
+
+
 def _annotations(rule: Rule, topic: str, evidence: Evidence) -> dict[str, str]:
     values = {
         "rule": rule.name,
@@ -404,9 +413,7 @@ class AlertEngine:
     ) -> AlertEvent:
         assert track.starts_at is not None
         evidence = Evidence.from_snapshot(snapshot)
-        # The labels it fired with: a repeat or resolve after the rule was edited (severity, labels)
-        # must still match the alert receivers hold, and reach the subscriptions the firing reached.
-        labels = dict(track.labels) if track.labels is not None else _labels(rule, track.topic)
+        labels = _fired_labels(rule, track)
         return AlertEvent(
             fingerprint=fingerprint(rule.name, track.topic),
             rule=rule.name,
@@ -431,9 +438,11 @@ class AlertEngine:
                 continue
             since = track.starts_at if track.state == "firing" else track.pending_since
             assert since is not None
-            severity = self._rules[track.rule].severity
-            if track.state == "firing" and track.labels is not None:
-                severity = track.labels.get("severity", severity)  # what it fired with, as its events say
+            rule = self._rules[track.rule]
+            # A firing alert keeps the severity it fired with, as its events do; pending has fired nothing.
+            severity = rule.severity
+            if track.state == "firing":
+                severity = _fired_labels(rule, track).get("severity", severity)
             result.append(ActiveAlert(fp, track.rule, track.topic, severity, track.state, since))
         return result
 

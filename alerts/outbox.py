@@ -37,20 +37,19 @@ CREATE TABLE IF NOT EXISTS engine_state (
 
 # The oldest pending row of each (subscription, fingerprint) only: a resolved notification never
 # overtakes the firing one still being retried for the same alert.
-_DUE = """
+_OLDEST_OF_ITS_ALERT = """
+  id = (SELECT MIN(id) FROM outbox AS p
+        WHERE p.status = 'pending' AND p.subscription = o.subscription AND p.fingerprint = o.fingerprint)
+"""
+_DUE = f"""
 SELECT id, subscription, notification_key, event, created_at, attempts FROM outbox AS o
-WHERE status = 'pending' AND subscription = ? AND next_attempt <= ?
-  AND id = (SELECT MIN(id) FROM outbox AS p
-            WHERE p.status = 'pending' AND p.subscription = o.subscription AND p.fingerprint = o.fingerprint)
+WHERE status = 'pending' AND subscription = ? AND next_attempt <= ? AND {_OLDEST_OF_ITS_ALERT}
 ORDER BY id
 LIMIT ?
 """
-
-_NEXT_DUE = """
+_NEXT_DUE = f"""
 SELECT MIN(next_attempt) FROM outbox AS o
-WHERE status = 'pending' AND subscription = ?
-  AND id = (SELECT MIN(id) FROM outbox AS p
-            WHERE p.status = 'pending' AND p.subscription = o.subscription AND p.fingerprint = o.fingerprint)
+WHERE status = 'pending' AND subscription = ? AND {_OLDEST_OF_ITS_ALERT}
 """
 
 

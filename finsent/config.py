@@ -298,12 +298,24 @@ def _check_combinations(config: ServiceConfig) -> None:
             check_folder_path(getattr(config, name), f"{name}:")
 
 
-def _check_client(settings: KafkaSettings) -> None:
-    """The Kafka client settings: broker addresses, SASL, TLS files."""
-    for server in settings.bootstrap_servers.split(","):
+def check_bootstrap_servers(servers: str) -> None:
+    """UsageError naming the first of the comma-separated host:port addresses that is not one."""
+    for server in servers.split(","):
         problem = bootstrap_server_problem(server.strip())
         if problem is not None:
             raise UsageError(f"bootstrap_servers: {problem}")
+
+
+def check_topic_name(field: str, name: str) -> None:
+    """UsageError naming ``field`` when ``name`` is not a legal Kafka topic name."""
+    problem = topic_name_problem(name)
+    if problem is not None:
+        raise UsageError(f"{field}: {problem}")
+
+
+def _check_client(settings: KafkaSettings) -> None:
+    """The Kafka client settings: broker addresses, SASL, TLS files."""
+    check_bootstrap_servers(settings.bootstrap_servers)
     if settings.security_protocol.startswith("SASL") and settings.sasl_mechanism is None:
         raise UsageError(f"sasl_mechanism is required with security_protocol {settings.security_protocol}")
     if settings.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and (
@@ -321,9 +333,7 @@ def _check_client(settings: KafkaSettings) -> None:
 def _check_kafka(config: ServiceConfig) -> None:
     _check_client(config.kafka_settings())
     for name in ("input_topic", "output_topic", "dlq_topic", "windows_topic"):
-        problem = topic_name_problem(getattr(config, name))
-        if problem is not None:
-            raise UsageError(f"{name}: {problem}")
+        check_topic_name(name, getattr(config, name))
     if config.max_buffer < config.max_batch:
         raise UsageError(f"max_buffer ({config.max_buffer}) must be at least max_batch ({config.max_batch})")
     if config.heartbeat_interval_ms >= config.session_timeout_ms:

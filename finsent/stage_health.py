@@ -11,8 +11,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ingest.observer import STREAM_ERROR_KINDS
 
-STAGES = ("classify", "monitor", "alerts")
-
 
 class StageHealth:
     """``finsent_ready{stage}``, ``finsent_consumer_lag_messages{topic,partition}`` and

@@ -171,10 +171,9 @@ def first_visible_text(values: Iterable[object]) -> str | None:
 def has_visible_text(value: str) -> bool:
     """Whether a text shows anything once HTML entities are decoded.
 
-    Not only spaces, format or control characters, combining marks (a variation selector) or U+FFFD:
-    the tokenizer drops all of them.
-
-    ``&nbsp;`` or a zero-width space passes ``str.strip`` but reaches the model as an empty text.
+    Spaces, format and control characters, combining marks (a variation selector) and U+FFFD do not
+    count: the tokenizer drops all of them, so ``&nbsp;`` or a zero-width space, which pass
+    ``str.strip``, would reach the model as an empty text.
     """
     return any(
         unicodedata.category(char)[0] not in "ZCM" and char != "\ufffd" for char in html.unescape(value)

@@ -156,16 +156,11 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
 
 def _check_kafka_settings(values: dict[str, Any]) -> None:
     """The labels topic settings, checked as `finsent run` checks its own."""
-    from ingest import bootstrap_server_problem, topic_name_problem
+    from finsent.config import check_bootstrap_servers, check_topic_name
 
     if values["bootstrap_servers"] is not None:
-        for server in values["bootstrap_servers"].split(","):
-            problem = bootstrap_server_problem(server.strip())
-            if problem is not None:
-                raise UsageError(f"bootstrap_servers: {problem}")
-    problem = topic_name_problem(values["labels_topic"])
-    if problem is not None:
-        raise UsageError(f"labels_topic: {problem}")
+        check_bootstrap_servers(values["bootstrap_servers"])
+    check_topic_name("labels_topic", values["labels_topic"])
 
 
 def schedule_trigger(schedule: str) -> Any:
